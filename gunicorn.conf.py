@@ -1,0 +1,67 @@
+"""gunicorn settings and hooks, read from ./gunicorn.conf.py by ``gunicorn wsgi:application``.
+
+- The master starts the embedded PostgreSQL when no database is configured (``on_starting``),
+  builds the app once to fail fast on a broken spec or setting, and stops the server on exit.
+- Each worker creates its own pool after fork (``post_fork``) and closes it (``worker_exit``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from swagger_server import db, embedded
+from swagger_server.app import StartupError, create_app
+from swagger_server.config import ConfigError, load_settings
+
+try:
+    _settings = load_settings()
+except ConfigError as exc:
+    sys.exit(f"configuration error: {exc}")
+
+bind = [_settings.server.bind]
+workers = _settings.server.workers
+# Native ASGI worker of gunicorn (no extra dependency); "uvicorn" selects uvicorn-worker.
+# README "Worker class" has the measurements behind the default.
+worker_class = "asgi" if _settings.server.worker_class == "asgi" else "uvicorn_worker.UvicornWorker"
+timeout = _settings.server.timeout
+graceful_timeout = _settings.server.timeout
+keepalive = 5
+loglevel = _settings.server.log_level
+# gunicorn's own loggers stay as they are; ours go to the same stream, once.
+logconfig_dict = {
+    "loggers": {
+        "swagger_server": {
+            "level": _settings.server.log_level.upper(),
+            "handlers": ["error_console"],
+            "propagate": False,
+        },
+    },
+}
+
+_embedded_server: embedded.EmbeddedPostgres | None = None
+
+
+def on_starting(server):
+    global _embedded_server, _settings
+    _embedded_server = embedded.start_if_needed(_settings)
+    _settings = load_settings()  # now with the embedded DSN, for the workers to inherit
+    try:
+        create_app(_settings)
+    except (StartupError, ConfigError) as exc:
+        server.log.error("cannot start: %s", exc)
+        on_exit(server)
+        sys.exit(1)
+    server.log.info("database: %s (%s)", _settings.database.safe_dsn, _settings.database.source)
+
+
+def on_exit(server):
+    if _embedded_server is not None:
+        _embedded_server.stop()
+
+
+def post_fork(server, worker):
+    db.init_pool(_settings)
+
+
+def worker_exit(server, worker):
+    db.close_pool()

@@ -1,0 +1,1 @@
+"""Thin handlers named by operationId in swagger/swagger.yaml: parse, call, shape."""

@@ -1,0 +1,139 @@
+"""RFC 9457 problem+json for every error, and the request id that ties a 500 to its log line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.problem import problem
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from swagger_server.pool import DatabaseUnavailable, PoolTimeout
+
+log = logging.getLogger(__name__)
+
+# Problem types this service defines; documented in the README ("Errors").
+POOL_TIMEOUT = "/problems/pool-timeout"
+DATABASE_UNAVAILABLE = "/problems/database-unavailable"
+STATEMENT_TIMEOUT = "/problems/statement-timeout"
+INTERNAL_ERROR = "/problems/internal-error"
+
+RETRY_AFTER_SECONDS = 1
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class ApiProblem(Exception):
+    """Raised by controllers for a client error with a clear message (400, 404, ...)."""
+
+    def __init__(
+        self, status: int, title: str, detail: str, type: str = "about:blank", **ext: Any
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.type, self.ext = status, title, detail, type, ext
+
+
+def request_id(request: ConnexionRequest) -> str:
+    return request.scope.get("state", {}).get("request_id", "")
+
+
+def _response(
+    request: ConnexionRequest,
+    status: int,
+    title: str,
+    detail: str,
+    type: str = "about:blank",
+    headers: dict[str, str] | None = None,
+    ext: dict[str, Any] | None = None,
+) -> ConnexionResponse:
+    rid = request_id(request)
+    ext = dict(ext or {})
+    if rid:
+        ext["request_id"] = rid
+    return problem(status, title, detail, type=type, headers=headers, ext=ext or None)
+
+
+def api_problem(request: ConnexionRequest, exc: ApiProblem) -> ConnexionResponse:
+    return _response(request, exc.status, exc.title, exc.detail, exc.type, ext=exc.ext or None)
+
+
+def pool_timeout(request: ConnexionRequest, exc: PoolTimeout) -> ConnexionResponse:
+    log.warning("503 pool timeout: %s", exc)
+    return _response(
+        request, 503, "Service Unavailable",
+        "All database connections are busy; retry shortly.",
+        POOL_TIMEOUT, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def database_unavailable(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    log.warning("503 database unavailable: %s", reason)
+    return _response(
+        request, 503, "Service Unavailable",
+        "The database is unavailable; retry shortly.",
+        DATABASE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def statement_timeout(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    log.warning("504 statement timeout: %s", str(exc).strip().splitlines()[0])
+    return _response(
+        request, 504, "Gateway Timeout",
+        "The query ran longer than the configured statement timeout and was cancelled.",
+        STATEMENT_TIMEOUT,
+    )
+
+
+def internal_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    log.error("500 request_id=%s %s %s", request_id(request), request.method, request.url.path,
+              exc_info=exc)
+    return _response(
+        request, 500, "Internal Server Error",
+        "An unexpected error occurred; quote the request id when reporting it.",
+        INTERNAL_ERROR,
+    )
+
+
+def register(app: Any) -> None:
+    """Attach the handlers to a Connexion app; the most specific exception class wins."""
+    app.add_error_handler(ApiProblem, api_problem)
+    app.add_error_handler(PoolTimeout, pool_timeout)
+    app.add_error_handler(DatabaseUnavailable, database_unavailable)
+    # Connection lost mid-query (backend killed, network cut, server shutting down).
+    app.add_error_handler(psycopg2.OperationalError, database_unavailable)
+    app.add_error_handler(psycopg2.InterfaceError, database_unavailable)
+    app.add_error_handler(psycopg2.errors.QueryCanceled, statement_timeout)
+    app.add_error_handler(Exception, internal_error)
+
+
+class RequestIdMiddleware:
+    """Gives each request an id (a sane incoming ``X-Request-ID`` or a new one) and echoes it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        rid = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        header = (b"x-request-id", rid.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

@@ -1,0 +1,34 @@
+"""Entry point. Production: ``gunicorn wsgi:application`` (gunicorn.conf.py sets the ASGI worker
+and the hooks). Development: ``python wsgi.py`` (one uvicorn process).
+
+``application`` is the Connexion app itself, not its inner Flask app, which has no API routes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from swagger_server import db, embedded
+from swagger_server.app import create_app
+from swagger_server.config import load_settings
+
+
+def main() -> None:
+    settings = load_settings()
+    logging.basicConfig(level=settings.server.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = embedded.start_if_needed(settings)
+    try:
+        app = create_app()  # settings again: they now see the embedded server's DSN
+        host, _, port = settings.server.bind.rpartition(":")
+        app.run(host=host, port=int(port), log_level=settings.server.log_level)
+    finally:
+        db.close_pool()
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
+else:
+    application = create_app()
