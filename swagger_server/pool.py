@@ -225,12 +225,12 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
 
     def _checkout(self, deadline: float, timeout: float) -> _Slot:
         grant = self._reserve(deadline, timeout)
-        while isinstance(grant, _Slot) and not self._alive(grant):
-            # Dead: everything idle from before this moment is suspect too (the database
-            # probably restarted), so it gets pinged on its next checkout.
+        if isinstance(grant, _Slot) and not self._alive(grant):
+            # Dead: every idle connection checked before this moment is suspect too (the
+            # database probably restarted), so each is pinged on its next checkout.
             self._suspect_before = time.monotonic()
             self._discard(grant, "dead on checkout", free=False)
-            grant = self._take_idle() or _NEW
+            grant = _NEW  # its capacity opens a fresh connection
         if grant is _NEW:
             try:
                 slot = self._connect(deadline)
@@ -299,10 +299,6 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             )
         if self.closed:
             raise PoolClosed("the connection pool is closed")
-
-    def _take_idle(self) -> _Slot | None:
-        with self._lock:
-            return self._idle.pop() if self._idle else None
 
     def _reserve(self, deadline: float, timeout: float) -> _Slot | object:
         """An idle slot, or _NEW with capacity reserved; waits in line when at max_size."""

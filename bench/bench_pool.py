@@ -1,0 +1,128 @@
+"""Requests/s of ``GET /`` (select 1 through the pool) under gunicorn, in one run:
+
+- the seed's psycopg2 ThreadedConnectionPool(1, 20) vs. our ConnectionPool,
+- gunicorn's native ``asgi`` worker vs. ``uvicorn_worker.UvicornWorker``,
+- ``/health/live`` (no database) as the ceiling of the stack.
+
+Usage: python -m bench.bench_pool [--seconds 10] [--connections 16] [--workers 2]
+Needs ``wrk`` (Debian package). Uses BENCH_DATABASE_URL, else a temporary embedded server.
+Ratios within one run are what count: these machines are small and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from swagger_server.embedded import EmbeddedPostgres  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def database() -> Iterator[str]:
+    url = os.environ.get("BENCH_DATABASE_URL")
+    if url:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp:
+        server = EmbeddedPostgres(Path(tmp) / "data")
+        try:
+            yield server.start()
+        finally:
+            server.stop(mode="immediate")
+
+
+@contextlib.contextmanager
+def gunicorn(app: str, dsn: str, worker_class: str, workers: int) -> Iterator[str]:
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=dsn, SERVER_BIND=f"127.0.0.1:{port}",
+               SERVER_WORKERS=str(workers), SERVER_WORKER_CLASS=worker_class,
+               SERVER_LOG_LEVEL="warning", POOL_MAX_SIZE="10")
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", app], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/", timeout=2):  # noqa: S310 (loopback)
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"gunicorn {app} did not come up") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wrk(url: str, seconds: int, connections: int) -> float:
+    subprocess.run(["wrk", "-t1", f"-c{connections}", "-d2s", url], check=True,
+                   capture_output=True)  # warm-up: connections opened, code paths hot
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url], check=True,
+                         capture_output=True, text=True).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non2xx:
+        print(f"  warning: {non2xx.group(1)} non-2xx responses from {url}", file=sys.stderr)
+    return float(match.group(1)) if match else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: apt-get install wrk")
+    cases = [
+        ("seed ThreadedConnectionPool(1, 20)", "bench.seed_wsgi:application", "asgi", "/"),
+        ("ConnectionPool (ours)", "wsgi:application", "asgi", "/"),
+        ("ConnectionPool (ours)", "wsgi:application", "uvicorn", "/"),
+        ("no database: /health/live", "wsgi:application", "asgi", "/health/live"),
+        ("no database: /health/live", "wsgi:application", "uvicorn", "/health/live"),
+    ]
+    results = []
+    with database() as dsn:
+        for label, app, worker, path in cases:
+            with gunicorn(app, dsn, worker, args.workers) as base:
+                rps = wrk(base + path, args.seconds, args.connections)
+            results.append((label, worker, rps))
+            print(f"{label:38s} {worker:8s} {rps:10.0f} req/s", flush=True)
+    reference = results[0][2] or 1.0
+    print(f"\nwrk -t1 -c{args.connections} -d{args.seconds}s, {args.workers} workers; "
+          f"ratio vs. the seed's pool:")
+    for label, worker, rps in results:
+        print(f"| {label} | {worker} | {rps:,.0f} | {rps / reference:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
