@@ -7,6 +7,8 @@ and the hooks). Development: ``python wsgi.py`` (one uvicorn process).
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 
 from swagger_server import db, embedded
 from swagger_server.app import create_app
@@ -18,6 +20,9 @@ def main() -> None:
     logging.basicConfig(level=settings.server.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = embedded.start_if_needed(settings)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exit that runs the
+    # finally block below, so the embedded server is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         app = create_app()  # settings again: they now see the embedded server's DSN
         host, _, port = settings.server.bind.rpartition(":")

@@ -34,6 +34,8 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
     except Exception as exc:
         raise StartupError(f"cannot load {spec_dir / SPEC_FILE}: {_first_line(exc)}") from exc
     errors.register(app)
+    # Added first, so it wraps CORS: CORS answers preflights itself, which get an id too.
+    app.add_middleware(errors.RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
     if settings.cors.enabled:
         app.add_middleware(
             CORSMiddleware,
@@ -44,7 +46,6 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )
-    app.add_middleware(errors.RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
     _build_now(app)
     return app
 

@@ -273,6 +273,22 @@ def _database(parser: configparser.ConfigParser, env: Mapping[str, str]) -> Data
     return DatabaseSettings(dsn=dsn, source="[POSTGRES]")
 
 
+def _reject_unknown(parser: configparser.ConfigParser) -> None:
+    """A misspelt section or key would be silently ignored: refuse it instead."""
+    known: dict[str, set[str]] = {"POSTGRES": set(_POSTGRES_KEYS)}
+    for keys in _KEYS.values():
+        for spec in keys:
+            known.setdefault(spec.section, set()).add(spec.key)
+    for section in parser.sections():
+        if section not in known:
+            upper = section.upper()
+            hint = f" (sections are upper case: [{upper}])" if upper in known else ""
+            raise ConfigError(f"[{section}]: unknown section{hint}")
+        for key in parser.options(section):
+            if key not in known[section]:
+                raise ConfigError(f"[{section}] {key}: unknown key")
+
+
 def load_settings(
     path: Path | str | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -280,6 +296,7 @@ def load_settings(
     env = os.environ if environ is None else environ
     explicit = path is not None or bool(env.get("APP_CONFIG"))
     parser = _read_ini(Path(path) if path is not None else config_path(env), required=explicit)
+    _reject_unknown(parser)
 
     groups: dict[str, Any] = {}
     defaults = Settings()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg2.extensions
 
+from swagger_server import demo
 from swagger_server.config import EMBEDDED_DSN_ENV, Settings
 
 with warnings.catch_warnings():  # importing pgserver warns about XDG_RUNTIME_DIR; not ours to fix
@@ -46,6 +47,7 @@ class EmbeddedPostgres:
         self.listen_tcp = listen_tcp
         self.log_file = self.data_dir / "postgres.log"
         self.created = False  # initdb ran in this start()
+        self.started = False  # this object started the server (rather than finding it running)
         self._run_as = SYSTEM_USER if os.geteuid() == 0 else None
 
     @property
@@ -77,12 +79,16 @@ class EmbeddedPostgres:
                  "--auth=trust", "--encoding=UTF8", "--no-sync"]
             )
             self.created = True
-        if not self.is_running():
+        if self.is_running():
+            log.info("embedded PostgreSQL already running in %s: using it", self.data_dir)
+        else:
             self._start_server()
+            self.started = True
         log.info("embedded PostgreSQL ready: data %s, %s", self.data_dir, self.dsn)
         return self.dsn
 
     def stop(self, mode: str = "fast") -> None:
+        self.started = False
         if self.is_running():
             log.info("embedded PostgreSQL: stopping %s", self.data_dir)
             self._pg_ctl("stop", "-w", "-m", mode)
@@ -149,9 +155,11 @@ def start_if_needed(settings: Settings) -> EmbeddedPostgres | None:
         return None
     server = EmbeddedPostgres(settings.embedded.data_dir)
     dsn = server.start()
+    demo.seed_embedded(dsn)  # the demo shop (swagger_server/demo.py), once; never raises
     os.environ[EMBEDDED_DSN_ENV] = dsn
     log.warning(
         "no database configured: using the embedded PostgreSQL in %s (%s); "
         "set DATABASE_URL to use your own", server.data_dir, dsn,
     )
-    return server
+    # One found running (another instance, or left over by a crash) is not ours to stop.
+    return server if server.started else None

@@ -141,7 +141,7 @@ def test_times_out_with_a_named_error(make_pool):
     pool = make_pool(min_size=0, max_size=1)
     held = pool.getconn()
     start = time.monotonic()
-    with pytest.raises(PoolTimeout, match="within 0.2s"):
+    with pytest.raises(PoolTimeout, match=r"within 0\.2s"):
         pool.getconn(timeout=0.2)
     assert 0.15 <= time.monotonic() - start < 2
     assert pool.stats()["timeouts_total"] == 1
@@ -401,7 +401,7 @@ def test_closeall_wakes_waiters(make_pool):
 def test_stats_report_what_the_pool_does(make_pool):
     pool = make_pool(min_size=1, max_size=2)
     stats = pool.stats()
-    assert STATS_KEYS <= set(stats)
+    assert set(stats) >= STATS_KEYS
     assert stats["pid"] == os.getpid()
     assert (stats["min_size"], stats["max_size"], stats["size"], stats["idle"]) == (1, 2, 1, 1)
     a, b = pool.getconn(), pool.getconn()
