@@ -26,6 +26,9 @@ worker_class = "asgi" if _settings.server.worker_class == "asgi" else "uvicorn_w
 timeout = _settings.server.timeout
 graceful_timeout = _settings.server.timeout
 keepalive = 5
+# gunicorn 27's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl): two
+# deployments would fight over it. Nothing here uses it.
+control_socket_disable = True
 loglevel = _settings.server.log_level
 # gunicorn's own loggers stay as they are; ours go to the same stream, once.
 logconfig_dict = {

@@ -53,6 +53,13 @@ def create_pool(settings: Settings) -> ConnectionPool:
         connect_timeout=pool.connect_timeout,
         application_name=f"{SERVICE_NAME} worker {pid}",
         options=connect_options(settings),
+        # Over TCP, notice a peer that vanished (no ACKs) instead of waiting for the kernel's
+        # two-hour keepalive default; ignored on Unix sockets.
+        keepalives=1,
+        keepalives_idle=30,
+        keepalives_interval=10,
+        keepalives_count=3,
+        tcp_user_timeout=60_000,
     )
 
 

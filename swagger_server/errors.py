@@ -22,6 +22,13 @@ POOL_TIMEOUT = "/problems/pool-timeout"
 DATABASE_UNAVAILABLE = "/problems/database-unavailable"
 STATEMENT_TIMEOUT = "/problems/statement-timeout"
 INTERNAL_ERROR = "/problems/internal-error"
+# Data API (tables_controller): 4xx the client can fix, and a catalog gone stale under a query.
+INVALID_PARAMETER = "/problems/invalid-parameter"
+INVALID_VALUE = "/problems/invalid-value"
+INVALID_CURSOR = "/problems/invalid-cursor"
+UNSUPPORTED_OPERATION = "/problems/unsupported-operation"
+NOT_FOUND = "/problems/not-found"
+CATALOG_CHANGED = "/problems/catalog-changed"
 
 RETRY_AFTER_SECONDS = 1
 REQUEST_ID_HEADER = "X-Request-ID"

@@ -148,7 +148,7 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             0,
         )
         self._wait_ms_total = 0.0
-        self._stop = threading.Event()
+        self._wake = threading.Event()  # wakes the maintenance thread early (close, dead conn)
         self._maintainer: threading.Thread | None = None
         if open:
             self.open()
@@ -162,7 +162,7 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
                 return
             self.closed = False
             self.pid = os.getpid()
-        self._stop.clear()
+        self._wake.clear()
         self._fill()
         self._maintainer = threading.Thread(
             target=self._maintain, name=f"pool-maintenance-{self.pid}", daemon=True
@@ -185,7 +185,7 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             self._size = 0
             while self._waiters:
                 self._grant(self._waiters.popleft(), _CLOSED)
-        self._stop.set()
+        self._wake.set()
         if os.getpid() != self.pid:
             _ORPHANS.extend(slot.conn for slot in slots)
             return
@@ -229,6 +229,7 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             # Dead: every idle connection checked before this moment is suspect too (the
             # database probably restarted), so each is pinged on its next checkout.
             self._suspect_before = time.monotonic()
+            self._wake.set()  # wake the maintenance thread to test the other idle ones now
             self._discard(grant, "dead on checkout", free=False)
             grant = _NEW  # its capacity opens a fresh connection
         if grant is _NEW:
@@ -444,12 +445,33 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
     # ------------------------------------------------------------------ maintenance
 
     def _maintain(self) -> None:
-        while not self._stop.wait(self._maintenance_interval):
+        while True:
+            self._wake.wait(self._maintenance_interval)
+            with self._lock:
+                if self.closed:
+                    return
+            self._wake.clear()
             try:
+                self._check_suspects()
                 self._retire_idle()
                 self._fill()
             except Exception:  # never let the maintenance thread die
                 log.exception("pool %s: maintenance failed", self.pid)
+
+    def _check_suspects(self) -> None:
+        """Ping, one at a time, idle connections not known alive since a dead one was found."""
+        while True:
+            with self._lock:
+                suspects = [s for s in self._idle if s.checked < self._suspect_before]
+                if not suspects:
+                    return
+                slot = suspects[0]
+                self._idle.remove(slot)  # out of reach of getconn while it is tested
+            if slot.conn.closed == 0 and _ping(slot.conn):
+                slot.checked = time.monotonic()
+                self._release(slot)
+            else:
+                self._discard(slot, "dead while idle")
 
     def _retire_idle(self) -> None:
         """Close idle connections past max_lifetime, or idle past max_idle beyond min_size."""

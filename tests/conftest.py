@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,16 +19,25 @@ from tests.pg import TestDatabase, embedded_server, provide_database
 
 
 @pytest.fixture(scope="session")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestDatabase]:
+def pg_root() -> Iterator[Path]:
+    """Where embedded servers keep their data: outside pytest's tmp root, which every new
+    pytest session (as root) chmods back to 0700, locking out the servers' unprivileged user."""
+    root = Path(tempfile.mkdtemp(prefix="pgrest-tests-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def database(pg_root: Path) -> Iterator[TestDatabase]:
     """The session's PostgreSQL server (see tests/pg.py for the order of choice)."""
-    with provide_database(tmp_path_factory.mktemp("pg")) as found:
+    with provide_database(pg_root) as found:
         yield found
 
 
 @pytest.fixture
-def private_server(tmp_path: Path) -> Iterator[TestDatabase]:
+def private_server(pg_root: Path) -> Iterator[TestDatabase]:
     """An embedded server of this test's own, which it may stop and restart."""
-    with embedded_server(tmp_path / "pgdata") as server:
+    with embedded_server(Path(tempfile.mkdtemp(dir=pg_root)) / "pgdata") as server:
         yield server
 
 

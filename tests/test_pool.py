@@ -273,6 +273,20 @@ def test_replaces_idle_connections_whose_backends_were_terminated(make_pool, dat
     assert stats["discarded_total"] == 3 and stats["size"] == 3
 
 
+def test_one_dead_connection_gets_the_other_idle_ones_tested_in_the_background(
+    make_pool, database
+):
+    # No periodic maintenance and no idle checks: only the wake-up from the dead checkout.
+    pool = make_pool(min_size=3, max_size=3, check_after_idle=3600, maintenance_interval=3600)
+    terminate(database, pool.application_name)
+    conn = pool.getconn(timeout=5)
+    pool.putconn(conn)
+    # The two other dead ones are found and replaced without any further checkout.
+    assert wait_until(lambda: pool.stats()["discarded_total"] == 3)
+    assert wait_until(lambda: pool.stats()["size"] == 3)
+    assert wait_until(lambda: server_connections(database, pool.application_name) == 3)
+
+
 def test_pings_connections_idle_longer_than_check_after_idle(make_pool, database):
     pool = make_pool(min_size=1, max_size=1, check_after_idle=0)
     conn = pool.getconn()

@@ -1,0 +1,220 @@
+"""The catalog: which tables and views the API exposes, their columns, types and primary keys.
+
+Read from ``pg_catalog`` once per worker and refreshed after ``[API] CATALOG_TTL`` seconds, so a
+new column shows up without a restart. Exposure follows ``[API] SCHEMAS`` (in order: a bare name
+is looked up in that order), ``TABLES`` (names or glob patterns, ``name`` or ``schema.name``) and
+``EXCLUDE`` (the same forms). Only relations the database user may ``SELECT`` are listed. Anything
+not exposed does not exist as far as the API is concerned.
+
+Identifiers used in SQL come only from here, never from the request's text.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from swagger_server.config import ApiSettings
+from swagger_server.pool import Connection
+
+# Types rendered without quotes in CSV (their text never holds a comma, quote or newline).
+_PLAIN_CSV_TYPES = frozenset({
+    "int2", "int4", "int8", "float4", "float8", "numeric", "bool", "oid",
+    "date", "timestamp", "timestamptz", "time", "uuid",
+})
+# Types whose JSON rendering by PostgreSQL is ISO 8601 (to_json) but whose text is not.
+_DATETIME_TYPES = frozenset({"date", "timestamp", "timestamptz", "time", "timetz"})
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    # format_type(oid, -1): no modifiers ("bpchar", not "character" which means char(1)), so
+    # a cast never truncates or rounds a request value: what request values are cast to.
+    type: str
+    display_type: str  # format_type() with modifiers, e.g. "numeric(10,2)"
+    nullable: bool
+    base_type: str  # pg_type.typname of the type, domains resolved, e.g. "int4", "_text"
+    is_array: bool
+
+    @property
+    def is_bytea(self) -> bool:
+        return self.base_type == "bytea"
+
+    @property
+    def is_bool(self) -> bool:
+        return self.base_type == "bool"
+
+    @property
+    def plain_csv(self) -> bool:
+        return self.base_type in _PLAIN_CSV_TYPES
+
+    @property
+    def is_datetime(self) -> bool:
+        return self.base_type in _DATETIME_TYPES
+
+
+@dataclass(frozen=True)
+class Relation:
+    schema: str
+    name: str
+    kind: str  # "table" or "view"
+    oid: int
+    primary_key: tuple[str, ...]
+    columns: tuple[Column, ...]
+    estimated_rows: int | None
+    by_name: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.by_name.update({c.name: c for c in self.columns})
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def column(self, name: str) -> Column | None:
+        return self.by_name.get(name)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "schema": self.schema,
+            "name": self.name,
+            "kind": self.kind,
+            "primary_key": list(self.primary_key),
+            "estimated_rows": self.estimated_rows,
+        }
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "schema": self.schema,
+            "name": self.name,
+            "kind": self.kind,
+            "primary_key": list(self.primary_key),
+            "columns": [
+                {"name": c.name, "type": c.display_type, "nullable": c.nullable}
+                for c in self.columns
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Catalog:
+    relations: tuple[Relation, ...]
+    schemas: tuple[str, ...]
+    loaded_at: float
+
+    def resolve(self, ref: str) -> Relation | None:
+        """``name`` (searched in SCHEMAS order) or ``schema.name``; None when not exposed."""
+        index = {(r.schema, r.name): r for r in self.relations}
+        for schema in self.schemas:
+            found = index.get((schema, ref))
+            if found is not None:
+                return found
+        # "schema.name": a schema name may itself hold dots, so try every split.
+        parts = ref.split(".")
+        for i in range(1, len(parts)):
+            found = index.get((".".join(parts[:i]), ".".join(parts[i:])))
+            if found is not None:
+                return found
+        return None
+
+
+_CATALOG_SQL = """
+SELECT n.nspname, c.relname, c.relkind, c.oid::int8,
+       CASE WHEN c.relkind IN ('r', 'p', 'm', 'f') AND c.reltuples >= 0
+            THEN c.reltuples::int8 END,
+       coalesce((
+           SELECT array_agg(a.attname ORDER BY k.i)
+           FROM pg_constraint p
+           CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, i)
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+           WHERE p.conrelid = c.oid AND p.contype = 'p'
+       ), '{}') AS pk,
+       (SELECT array_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS names,
+       (SELECT array_agg(format_type(a.atttypid, -1) ORDER BY a.attnum) FROM pg_attribute a
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS types,
+       (SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum)
+        FROM pg_attribute a
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS display_types,
+       (SELECT array_agg(NOT a.attnotnull ORDER BY a.attnum) FROM pg_attribute a
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS nullables,
+       (SELECT array_agg(b.typname::text ORDER BY a.attnum)
+        FROM pg_attribute a
+        JOIN pg_type t ON t.oid = a.atttypid
+        JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS base_types
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY(%s)
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND NOT c.relispartition
+  AND has_table_privilege(c.oid, 'SELECT')
+ORDER BY array_position(%s::text[], n.nspname::text), c.relname
+"""
+
+_KINDS = {"r": "table", "p": "table", "f": "table", "v": "view", "m": "view"}
+
+
+def _matches(patterns: Iterable[str], schema: str, name: str) -> bool:
+    qualified = f"{schema}.{name}"
+    return any(
+        fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(qualified, p) for p in patterns
+    )
+
+
+def load(conn: Connection, api: ApiSettings) -> Catalog:
+    """Read the exposed relations with one query on ``conn`` (its transaction stays open)."""
+    schemas = list(api.schemas)
+    with conn.cursor() as cur:
+        cur.execute(_CATALOG_SQL, (schemas, schemas))
+        rows = cur.fetchall()
+    relations = []
+    for schema, name, relkind, oid, estimate, pk, names, types, displays, nullables, bases in rows:
+        if not _matches(api.tables, schema, name) or _matches(api.exclude, schema, name):
+            continue
+        columns = tuple(
+            Column(
+                name=n, type=t, display_type=d, nullable=bool(nl), base_type=b,
+                is_array=b.startswith("_"),
+            )
+            for n, t, d, nl, b in zip(
+                names or [], types or [], displays or [], nullables or [], bases or [],
+                strict=True,
+            )
+        )
+        relations.append(Relation(
+            schema=schema, name=name, kind=_KINDS[relkind], oid=oid,
+            primary_key=tuple(pk), columns=columns, estimated_rows=estimate,
+        ))
+    return Catalog(relations=tuple(relations), schemas=api.schemas, loaded_at=time.monotonic())
+
+
+class CatalogCache:
+    """One catalog per worker process and configuration, reloaded after ``ttl`` seconds."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[object, ...], Catalog] = {}
+
+    def get(self, conn: Connection, api: ApiSettings, dsn: str | None) -> Catalog:
+        key = (dsn, api.schemas, api.tables, api.exclude)
+        entry = self._entries.get(key)
+        if entry is not None and time.monotonic() - entry.loaded_at < api.catalog_ttl:
+            return entry
+        # Several threads may load at once after expiry; each gets a consistent catalog and the
+        # last one stored wins. Cheaper than making every request wait on a lock.
+        fresh = load(conn, api)
+        with self._lock:
+            self._entries[key] = fresh
+        return fresh
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+CACHE = CatalogCache()

@@ -1,0 +1,320 @@
+"""``/tables``: the exposed tables and views, their rows as JSON pages or streamed CSV/NDJSON.
+
+Parsing and SQL live in :mod:`swagger_server.query`, the catalog in
+:mod:`swagger_server.catalog`, cursors in :mod:`swagger_server.cursors`, streaming in
+:mod:`swagger_server.export`. Here: parameters in, one statement per page, response out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import psycopg2
+import psycopg2.errors
+from flask import Response, current_app, jsonify, request
+
+from swagger_server import cursors, errors, export, query
+from swagger_server.catalog import CACHE, Catalog, Relation
+from swagger_server.config import Settings
+from swagger_server.db import get_db, get_pool
+from swagger_server.errors import ApiProblem
+from swagger_server.pool import Connection
+from swagger_server.query import QueryError, RowsQuery
+
+JSON = "application/json"
+CSV = "text/csv"
+NDJSON = "application/x-ndjson"
+_FORMATS = [JSON, CSV, NDJSON]
+_QUERY_PARAMS = ("select", "filter", "order", "limit", "offset", "cursor", "count")
+
+
+# ------------------------------------------------------------------ handlers
+
+
+def list_tables() -> Response:
+    catalog = _catalog(get_db())
+    return jsonify(tables=[r.summary() for r in catalog.relations])
+
+
+def get_table(table: str) -> Response:
+    return jsonify(_relation(_catalog(get_db()), table).describe())
+
+
+def get_rows(table: str, **_: Any) -> Response:
+    settings = _settings()
+    fmt = request.accept_mimetypes.best_match(_FORMATS, default=JSON) or JSON
+    if fmt == JSON:
+        return _page(settings, table)
+    pool = get_pool()
+    conn = pool.getconn()
+    try:
+        return _export(settings, pool, conn, table, fmt)
+    except BaseException:
+        pool.putconn(conn)  # the stream did not take it over
+        raise
+
+
+def get_row(table: str, key: str, **_: Any) -> Response:
+    conn = get_db()
+    relation = _relation(_catalog(conn), table)
+    if not relation.primary_key:
+        raise _bad("key", f"{relation.name} has no primary key: its rows have no address")
+    with _parameter_errors():
+        query.check_text("key", key)
+        values = query.split_list("key", key)
+        columns = query.parse_select(relation, request.args.get("select"))
+    if len(values) != len(relation.primary_key):
+        raise _bad("key", f"{relation.name} has a {len(relation.primary_key)}-column primary key "
+                          f"({', '.join(relation.primary_key)}); got {len(values)} value(s)")
+    statement, params = query.row_sql(relation, columns, values)
+    checks = [("key", relation.by_name[n], v) for n, v in zip(relation.primary_key, values,
+                                                                 strict=True)]
+    with _database_errors(conn, checks), conn.cursor() as cur:
+        cur.execute(statement, params)
+        row = cur.fetchone()
+    if row is None:
+        raise ApiProblem(404, "Not Found", f"{relation.name} has no row with key {key[:200]!r}",
+                         type=errors.NOT_FOUND)
+    return Response(row[0], mimetype=JSON)
+
+
+# ------------------------------------------------------------------ JSON pages
+
+
+def _page(settings: Settings, table: str) -> Response:
+    conn = get_db()
+    relation = _relation(_catalog(conn), table)
+    limit = _limit(settings.api.default_limit, settings.api.max_rows)
+    q = _rows_query(settings, relation, limit)
+    count = request.args.get("count")
+    statement, params = query.page_sql(q, with_total=count == "exact")
+    with _database_errors(conn, query.typed_values(q)), conn.cursor() as cur:
+        cur.execute(statement, params)
+        data, fetched, last_key, total = cur.fetchone()
+        if count == "estimated":
+            total = _estimate(cur, q)
+    next_cursor = None
+    next_query: dict[str, str] | None = None
+    if fetched > q.limit:
+        if q.unique:
+            next_cursor = cursors.encode(_secret(settings), _fingerprint(q), last_key)
+            next_query = {"cursor": next_cursor}
+        else:  # no unique order: the next page by offset (see the spec)
+            next_query = {"offset": str(q.offset + q.limit)}
+    body = f'{{"data":{data},"next_cursor":{json.dumps(next_cursor)}'
+    headers: dict[str, str] = {}
+    if total is not None:
+        body += f',"total":{int(total)}'
+        headers["X-Total-Count"] = str(int(total))
+    if next_query is not None:
+        headers["Link"] = f'<{_next_url(next_query)}>; rel="next"'
+    return Response(body + "}", mimetype=JSON, headers=headers)
+
+
+def _estimate(cur: Any, q: RowsQuery) -> int:
+    statement, params = query.estimate_sql(q)
+    cur.execute(statement, params)
+    plan = cur.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def _next_url(replace: dict[str, str]) -> str:
+    pairs = [(k, v) for k, v in request.args.items(multi=True) if k not in ("cursor", "offset")]
+    pairs += list(replace.items())
+    return f"{quote(request.path)}?{urlencode(pairs)}"
+
+
+# ------------------------------------------------------------------ exports
+
+
+def _export(settings: Settings, pool: Any, conn: Connection, table: str, fmt: str) -> Response:
+    relation = _relation(_catalog(conn), table)
+    limit = _limit(settings.api.max_export_rows, settings.api.max_export_rows)
+    q = _rows_query(settings, relation, limit)
+    if request.args.get("count"):
+        raise _bad("count", "count is not available for CSV and NDJSON exports")
+    if fmt == CSV:
+        statement, params = query.csv_sql(q, limit)
+        header = _csv_header([c.name for c in q.columns])
+        filename = f"{relation.name}.csv"
+    else:
+        statement, params = query.ndjson_sql(q, limit)
+        header = b""
+        filename = f"{relation.name}.ndjson"
+    with _database_errors(conn, query.typed_values(q)):
+        stream = export.open_stream(pool, conn, statement, params, header=header,
+                                    environ=request.environ)
+    mimetype = "text/csv; charset=utf-8" if fmt == CSV else NDJSON
+    return Response(stream, content_type=mimetype, direct_passthrough=True, headers={
+        "Content-Disposition": f'inline; filename="{quote(filename)}"',
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+    })
+
+
+def _csv_header(names: list[str]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(names)
+    return out.getvalue().encode("utf-8")
+
+
+# ------------------------------------------------------------------ shared
+
+
+def _settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
+def _catalog(conn: Connection) -> Catalog:
+    settings = _settings()
+    return CACHE.get(conn, settings.api, settings.database.dsn)
+
+
+def _relation(catalog: Catalog, table: str) -> Relation:
+    relation = catalog.resolve(table) if "\x00" not in table else None
+    if relation is None:
+        # The same answer for a relation that exists but is not exposed.
+        raise ApiProblem(404, "Not Found", f"No table or view named {table[:200]!r}",
+                         type=errors.NOT_FOUND)
+    return relation
+
+
+def _limit(default: int, maximum: int) -> int:
+    raw = request.args.get("limit")
+    if raw is None:
+        return default
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise _bad("limit", "limit: expected an integer") from None
+    if not 1 <= limit <= maximum:
+        raise _bad("limit", f"limit: must be between 1 and {maximum}, got {raw[:40]}")
+    return limit
+
+
+def _rows_query(settings: Settings, relation: Relation, limit: int) -> RowsQuery:
+    args = request.args
+    for name in args:
+        if name not in _QUERY_PARAMS:  # Connexion's strict validation says so first
+            raise _bad(name, f"unknown query parameter {name[:40]!r}")
+    with _parameter_errors():
+        columns = query.parse_select(relation, args.get("select"))
+        raw_filters = args.getlist("filter")
+        if len(raw_filters) > query.MAX_FILTERS:
+            raise QueryError("filter", f"filter: at most {query.MAX_FILTERS} filters")
+        filters = tuple(query.parse_filter(relation, f) for f in raw_filters)
+        order, unique = query.parse_order(relation, args.get("order"))
+    offset = _offset()
+    q = RowsQuery(relation=relation, columns=columns, filters=filters, order=order,
+                  unique=unique, offset=offset, limit=limit)
+    token = args.get("cursor")
+    if token is not None:
+        if "offset" in args:
+            raise _bad("cursor", "cursor and offset cannot be used together")
+        if not unique:
+            raise _bad("cursor", f"{relation.name} has no primary key, so no order is known to "
+                                 "be unique: page with offset instead of cursor")
+        try:
+            q.after = cursors.decode(_secret(settings), _fingerprint(q), token, len(order))
+        except cursors.CursorError as exc:
+            raise ApiProblem(400, "Bad Request", f"cursor: {exc}",
+                             type=errors.INVALID_CURSOR) from None
+    return q
+
+
+def _offset() -> int:
+    raw = request.args.get("offset")
+    if raw is None:
+        return 0
+    try:
+        offset = int(raw)
+    except ValueError:
+        raise _bad("offset", "offset: expected an integer") from None
+    if not 0 <= offset <= 2**63 - 1:
+        raise _bad("offset", "offset: must be a non-negative 64-bit integer")
+    return offset
+
+
+def _secret(settings: Settings) -> bytes:
+    return cursors.secret_for(settings.api.cursor_secret, settings.database.dsn)
+
+
+def _fingerprint(q: RowsQuery) -> str:
+    return cursors.fingerprint([q.relation.schema, q.relation.name,
+                                [t.spec() for t in q.order]])
+
+
+def _bad(param: str, detail: str, type: str = errors.INVALID_PARAMETER) -> ApiProblem:
+    return ApiProblem(400, "Bad Request", detail, type=type, parameter=param)
+
+
+@contextlib.contextmanager
+def _parameter_errors() -> Iterator[None]:
+    try:
+        yield
+    except QueryError as exc:
+        raise _bad(exc.param, str(exc)) from None
+
+
+@contextlib.contextmanager
+def _database_errors(conn: Connection,
+                     values: list[tuple[str, Any, str]]) -> Iterator[None]:
+    """Turn what PostgreSQL rejects in a request's values into a 400 naming the column."""
+    try:
+        yield
+    except (psycopg2.DataError, psycopg2.errors.CheckViolation) as exc:
+        conn.rollback()
+        raise _value_problem(conn, values, exc) from None
+    except (psycopg2.errors.UndefinedFunction, psycopg2.errors.DatatypeMismatch,
+            psycopg2.errors.IndeterminateDatatype) as exc:
+        raise ApiProblem(400, "Bad Request",
+                         f"not supported for this column type: {_pg_message(exc)}",
+                         type=errors.UNSUPPORTED_OPERATION) from None
+    except (psycopg2.errors.UndefinedColumn, psycopg2.errors.UndefinedTable,
+            psycopg2.errors.UndefinedObject) as exc:
+        CACHE.invalidate()  # the catalog is stale: the next request reads it again
+        raise ApiProblem(503, "Service Unavailable",
+                         f"the database schema changed under this request; retry "
+                         f"({_pg_message(exc)})", type=errors.CATALOG_CHANGED) from None
+
+
+def _value_problem(conn: Connection, values: list[tuple[str, Any, str]],
+                   exc: psycopg2.Error) -> ApiProblem:
+    for param, column, value in values:
+        statement, _ = query.cast_check_sql(column)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement, {"v": value})
+        except psycopg2.Error as check:
+            conn.rollback()
+            shown = value if len(value) <= 80 else value[:80] + "..."
+            if param == "cursor":
+                return ApiProblem(400, "Bad Request",
+                                  "cursor: no longer valid for this table (its column types "
+                                  "changed); start again without a cursor",
+                                  type=errors.INVALID_CURSOR)
+            return ApiProblem(
+                400, "Bad Request",
+                f"{param}: {shown!r} is not a valid {column.type} for column {column.name!r}: "
+                f"{_pg_message(check)}",
+                type=errors.INVALID_VALUE, parameter=param, column=column.name,
+            )
+    return ApiProblem(400, "Bad Request", f"a value was rejected: {_pg_message(exc)}",
+                      type=errors.INVALID_VALUE)
+
+
+def _pg_message(exc: psycopg2.Error) -> str:
+    diag = getattr(exc, "diag", None)
+    text = getattr(diag, "message_primary", None) if diag is not None else None
+    if not text:
+        lines = str(exc).strip().splitlines()
+        text = lines[0] if lines else type(exc).__name__
+    return text[:300]

@@ -1,0 +1,80 @@
+"""Demo data for the embedded database: a small shop (``sql/demo.sql``), loaded once.
+
+Only :func:`swagger_server.embedded.start_if_needed` calls it (:func:`seed_embedded`), after
+starting the embedded server: a configured database (``DATABASE_URL``, ``[POSTGRES]``) is never
+altered.
+
+The tables live in the ``public`` schema, which ``[API] SCHEMAS`` exposes by default, so a fresh
+checkout answers the README's examples with no configuration. Seeding is idempotent: when any of
+the demo's names already exists in ``public`` nothing is done (nor is anything of the user's
+ever replaced). ``python -m swagger_server.demo DSN`` loads it into another database on purpose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+
+log = logging.getLogger(__name__)
+
+SQL_FILE = Path(__file__).resolve().parent / "sql" / "demo.sql"
+TABLES = ("customers", "products", "orders", "order_items", "product_sales")
+TYPES = ("order_status",)
+_LOCK_KEY = 0x70677265  # pg_advisory_xact_lock key: two starters never seed at once
+
+
+def seed(dsn: str, schema: str = "public") -> bool:
+    """Load the demo into ``schema`` unless one of its names exists there; True if loaded."""
+    started = time.monotonic()
+    with contextlib.closing(psycopg2.connect(
+        dsn, application_name="pgrest demo seed",
+        options="-c default_transaction_read_only=off -c statement_timeout=0",
+    )) as conn, conn, conn.cursor() as cur:  # one transaction: all of the demo or none of it
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        cur.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = ANY(%s)",
+            (schema, list(TABLES)),
+        )
+        relations = cur.fetchone()[0]
+        cur.execute(
+            "SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+            "WHERE n.nspname = %s AND t.typname = ANY(%s)",
+            (schema, list(TYPES)),
+        )
+        if relations or cur.fetchone()[0]:
+            log.info("demo data: %s already holds demo names; left as it is", schema)
+            return False
+        cur.execute("CREATE SCHEMA IF NOT EXISTS " + _quote(cur, schema))
+        cur.execute("SET LOCAL search_path = " + _quote(cur, schema))
+        cur.execute(SQL_FILE.read_text(encoding="utf-8"))
+        for table in TABLES[:-1]:
+            cur.execute("ANALYZE " + _quote(cur, table))
+    log.warning("demo data loaded into %s in %.1fs (tables %s)", schema,
+                time.monotonic() - started, ", ".join(TABLES))
+    return True
+
+
+def seed_embedded(dsn: str) -> bool:
+    """:func:`seed` for the embedded server's start: a failure is logged, never raised."""
+    try:
+        return seed(dsn)
+    except (psycopg2.Error, OSError) as exc:
+        log.error("demo data could not be loaded (the service runs without it): %s", exc)
+        return False
+
+
+def _quote(cur: psycopg2.extensions.cursor, name: str) -> str:
+    return psycopg2.extensions.quote_ident(name, cur)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m swagger_server.demo DSN")
+    print("loaded" if seed(sys.argv[1]) else "already present")

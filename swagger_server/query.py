@@ -1,0 +1,481 @@
+"""Request parameters of the data API parsed against the catalog, and every SQL statement built.
+
+Parsing turns ``select``, ``filter``, ``order`` and a cursor into :class:`RowsQuery`, naming
+columns only as catalog :class:`~swagger_server.catalog.Column` objects; anything else is a
+:class:`QueryError` (a 400). Building quotes identifiers with :class:`psycopg2.sql.Identifier`,
+writes types as the catalog spells them, and passes every value as a bound parameter cast with
+``CAST(%(pN)s AS <type>)`` so that PostgreSQL converts (and rejects) values by the column's type.
+
+Rendering (the same in JSON, NDJSON, CSV): PostgreSQL's ``row_to_json``, so numbers are JSON
+numbers (``numeric`` with every stored digit), timestamps ISO 8601, json/jsonb nested, arrays
+arrays, NULL null; ``bytea`` is base64 (no line breaks). CSV cells hold the same values as text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg2 import sql
+
+from swagger_server.catalog import Column, Relation
+
+OPS = ("eq", "neq", "lt", "lte", "gt", "gte", "like", "ilike", "in", "is")
+_COMPARISONS = {"eq": "=", "neq": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+_IS_VALUES = {"null": "IS NULL", "notnull": "IS NOT NULL", "true": "IS TRUE", "false": "IS FALSE"}
+_DIRECTIONS = ("asc", "desc")
+_NULLS = ("nullsfirst", "nullslast")
+
+MAX_FILTERS = 50
+MAX_IN_VALUES = 1000
+MAX_ORDER_TERMS = 32
+MAX_VALUE_CHARS = 65536
+
+_CONTROL = re.compile(r"[\x00]")
+
+
+class QueryError(ValueError):
+    """A request parameter that cannot be honoured; ``param`` names it, the message says why."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class OrderTerm:
+    column: Column
+    desc: bool = False
+    nulls_first: bool = False  # PostgreSQL's default: NULLS LAST for ASC, NULLS FIRST for DESC
+
+    def spec(self) -> list[object]:
+        return [self.column.name, self.column.type, self.desc, self.nulls_first]
+
+
+@dataclass(frozen=True)
+class Filter:
+    column: Column
+    op: str
+    values: tuple[str, ...]  # one value; several for "in"; the keyword for "is"
+
+
+@dataclass
+class RowsQuery:
+    relation: Relation
+    columns: tuple[Column, ...]
+    filters: tuple[Filter, ...] = ()
+    order: tuple[OrderTerm, ...] = ()
+    unique: bool = False  # the order ends with the primary key: keyset paging is sound
+    after: Sequence[str | None] | None = None  # keyset position (the cursor's values)
+    offset: int = 0
+    limit: int = 100
+    fingerprint_parts: list[object] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def check_text(param: str, value: str) -> str:
+    if _CONTROL.search(value):
+        raise QueryError(param, f"{param}: NUL characters are not allowed")
+    if len(value) > MAX_VALUE_CHARS:
+        raise QueryError(param, f"{param}: longer than {MAX_VALUE_CHARS} characters")
+    return value
+
+
+def split_list(param: str, text: str) -> list[str]:
+    """Split on commas outside double quotes; ``"a,b"`` keeps its comma, ``""`` is a quote."""
+    items: list[str] = []
+    current: list[str] = []
+    quoted = False
+    was_quoted = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == '"':
+                if i + 1 < len(text) and text[i + 1] == '"':
+                    current.append('"')
+                    i += 1
+                else:
+                    quoted = False
+            else:
+                current.append(ch)
+        elif ch == '"' and not current and not was_quoted:
+            quoted = was_quoted = True
+        elif ch == ",":
+            items.append("".join(current))
+            current, was_quoted = [], False
+        elif was_quoted:
+            raise QueryError(param, f"{param}: unexpected text after a quoted item")
+        else:
+            current.append(ch)
+        i += 1
+    if quoted:
+        raise QueryError(param, f"{param}: unterminated double quote")
+    items.append("".join(current))
+    return items
+
+
+def _column(relation: Relation, param: str, name: str) -> Column:
+    column = relation.column(name)
+    if column is None:
+        shown = name if len(name) <= 64 else name[:64] + "..."
+        raise QueryError(param, f"{param}: {relation.name} has no column {shown!r}")
+    return column
+
+
+def parse_select(relation: Relation, text: str | None) -> tuple[Column, ...]:
+    if text is None or text.strip() == "*":
+        return relation.columns
+    check_text("select", text)
+    names = [n.strip() if not n.startswith('"') else n for n in split_list("select", text)]
+    if any(not n for n in names):
+        raise QueryError("select", "select: empty column name")
+    chosen: list[Column] = []
+    for name in names:
+        column = _column(relation, "select", name)
+        if column not in chosen:
+            chosen.append(column)
+    return tuple(chosen)
+
+
+def parse_filter(relation: Relation, text: str) -> Filter:
+    """``<column>.<op>.<value>``; the column may hold dots (the catalog decides where it ends)."""
+    check_text("filter", text)
+    parts = text.split(".")
+    for i in range(1, len(parts) - 1):
+        name, op = ".".join(parts[:i]), parts[i]
+        if op in OPS and relation.column(name) is not None:
+            column = _column(relation, "filter", name)
+            return _filter_value(column, op, ".".join(parts[i + 1:]))
+    if len(parts) >= 3 and any(p in OPS for p in parts[1:-1]):
+        name = parts[0]
+        _column(relation, "filter", name)  # raises: an unknown column
+    raise QueryError(
+        "filter",
+        f"filter: expected <column>.<op>.<value> with op one of {', '.join(OPS)}, "
+        f"got {text[:80]!r}",
+    )
+
+
+def _filter_value(column: Column, op: str, value: str) -> Filter:
+    if op == "is":
+        if value not in _IS_VALUES:
+            raise QueryError("filter", "filter: is takes null, notnull, true or false, "
+                                       f"not {value[:40]!r}")
+        if value in ("true", "false") and not column.is_bool:
+            raise QueryError("filter", f"filter: is.{value} needs a boolean column; "
+                                       f"{column.name!r} is {column.display_type}")
+        return Filter(column, op, (value,))
+    if op == "in":
+        if not (value.startswith("(") and value.endswith(")")):
+            raise QueryError("filter", "filter: in takes a list in parentheses, e.g. in.(1,2,3)")
+        inner = value[1:-1]
+        values = split_list("filter", inner) if inner else []
+        if len(values) > MAX_IN_VALUES:
+            raise QueryError("filter", f"filter: at most {MAX_IN_VALUES} values in a list")
+        return Filter(column, op, tuple(values))
+    if op in ("like", "ilike"):
+        return Filter(column, op, (value.replace("*", "%"),))
+    return Filter(column, op, (value,))
+
+
+def parse_order(relation: Relation, text: str | None) -> tuple[tuple[OrderTerm, ...], bool]:
+    """The order asked for plus the primary key as tiebreaker; and whether it is unique."""
+    terms: list[OrderTerm] = []
+    if text is not None and text.strip():
+        check_text("order", text)
+        items = split_list("order", text)
+        if len(items) > MAX_ORDER_TERMS:
+            raise QueryError("order", f"order: at most {MAX_ORDER_TERMS} columns")
+        for item in items:
+            terms.append(_order_term(relation, item))
+    names = [t.column.name for t in terms]
+    if len(set(names)) != len(names):
+        raise QueryError("order", "order: a column appears twice")
+    for key in relation.primary_key:
+        if key not in names:
+            terms.append(OrderTerm(_column(relation, "order", key)))
+    return tuple(terms), bool(relation.primary_key)
+
+
+def _order_term(relation: Relation, item: str) -> OrderTerm:
+    item = item.strip() if not item.startswith('"') else item
+    if not item:
+        raise QueryError("order", "order: empty item")
+    parts = item.split(".")
+    # Longest column name first that leaves only direction/nulls suffixes.
+    for cut in range(len(parts), 0, -1):
+        name, suffix = ".".join(parts[:cut]), parts[cut:]
+        column = relation.column(name)
+        if column is None:
+            continue
+        if len(suffix) > 2 or any(s not in _DIRECTIONS + _NULLS for s in suffix):
+            continue
+        directions = [s for s in suffix if s in _DIRECTIONS]
+        nulls = [s for s in suffix if s in _NULLS]
+        if len(directions) > 1 or len(nulls) > 1 or (suffix and suffix[0] in _NULLS
+                                                      and len(suffix) == 2):
+            continue
+        desc = directions == ["desc"]
+        nulls_first = nulls[0] == "nullsfirst" if nulls else desc
+        return OrderTerm(column, desc, nulls_first)
+    if relation.column(parts[0]) is not None:
+        raise QueryError(
+            "order", f"order: expected <column>[.asc|.desc][.nullsfirst|.nullslast], "
+                     f"got {item[:80]!r}",
+        )
+    return OrderTerm(_column(relation, "order", item))  # raises: unknown column
+
+
+# ------------------------------------------------------------------ building
+
+
+class _Params:
+    """Named bound parameters: each value gets its own ``%(pN)s``."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def add(self, value: Any) -> sql.Placeholder:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return sql.Placeholder(name)
+
+    def cast(self, value: str | None, column: Column) -> sql.Composable:
+        return sql.SQL("CAST({} AS {})").format(self.add(value), sql.SQL(column.type))
+
+
+def _ident(name: str, alias: str | None = None) -> sql.Composable:
+    if alias is None:
+        return sql.Identifier(name)
+    return sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
+
+
+def _relation(relation: Relation) -> sql.Composable:
+    return sql.SQL("{}.{}").format(sql.Identifier(relation.schema), sql.Identifier(relation.name))
+
+
+def _filter_sql(f: Filter, params: _Params) -> sql.Composable:
+    col = _ident(f.column.name, "r")
+    if f.op in _COMPARISONS:
+        return sql.SQL("{} {} {}").format(
+            col, sql.SQL(_COMPARISONS[f.op]), params.cast(f.values[0], f.column))
+    if f.op in ("like", "ilike"):
+        return sql.SQL("{}::text {} {}").format(
+            col, sql.SQL(f.op.upper()), params.add(f.values[0]))
+    if f.op == "in":
+        if not f.values:
+            return sql.SQL("false")
+        return sql.SQL("{} IN ({})").format(
+            col, sql.SQL(", ").join(params.cast(v, f.column) for v in f.values))
+    return sql.SQL("{} {}").format(col, sql.SQL(_IS_VALUES[f.values[0]]))
+
+
+def _after_term(term: OrderTerm, value: str | None, params: _Params) -> sql.Composable | None:
+    """Rows strictly after ``value`` in this column's order; None when there are none."""
+    col = _ident(term.column.name, "r")
+    if value is None:
+        # NULLs first: every non-NULL comes after; NULLs last: nothing comes after a NULL.
+        return sql.SQL("{} IS NOT NULL").format(col) if term.nulls_first else None
+    op = sql.SQL("<" if term.desc else ">")
+    base = sql.SQL("{} {} {}").format(col, op, params.cast(value, term.column))
+    if term.nulls_first or not term.column.nullable:
+        return base
+    return sql.SQL("({} OR {} IS NULL)").format(base, col)
+
+
+def _equal_term(term: OrderTerm, value: str | None, params: _Params) -> sql.Composable:
+    col = _ident(term.column.name, "r")
+    if value is None:
+        return sql.SQL("{} IS NULL").format(col)
+    return sql.SQL("{} = {}").format(col, params.cast(value, term.column))
+
+
+def keyset_sql(order: Sequence[OrderTerm], values: Sequence[str | None],
+               params: _Params) -> sql.Composable:
+    """The rows after ``values`` in ``order`` (each term ASC/DESC, NULLS FIRST/LAST).
+
+    All terms in one direction over NOT NULL columns: a row-value comparison, which an index on
+    those columns serves. Otherwise the expanded form ``k1 after v1 OR (k1 = v1 AND k2 after v2)
+    OR ...`` with NULL-aware terms, plus a redundant bound on the first column when it is NOT
+    NULL so an index on it still narrows the scan.
+    """
+    directions = {t.desc for t in order}
+    if len(directions) == 1 and not any(t.column.nullable for t in order) \
+            and None not in values:
+        left = sql.SQL(", ").join(_ident(t.column.name, "r") for t in order)
+        right = sql.SQL(", ").join(params.cast(v, t.column) for t, v in zip(order, values,
+                                                                                strict=True))
+        op = sql.SQL("<" if order[0].desc else ">")
+        if len(order) == 1:
+            return sql.SQL("{} {} {}").format(left, op, right)
+        return sql.SQL("({}) {} ({})").format(left, op, right)
+    branches: list[sql.Composable] = []
+    for i, term in enumerate(order):
+        after = _after_term(term, values[i], params)
+        if after is None:
+            continue
+        equals = [_equal_term(order[j], values[j], params) for j in range(i)]
+        branches.append(sql.SQL(" AND ").join([*equals, after]) if equals else after)
+    if not branches:
+        return sql.SQL("false")
+    chain = sql.SQL("({})").format(sql.SQL(" OR ").join(
+        sql.SQL("({})").format(b) for b in branches))
+    first, first_value = order[0], values[0]
+    if not first.column.nullable and first_value is not None:
+        bound = sql.SQL("{} {} {}").format(
+            _ident(first.column.name, "r"), sql.SQL("<=" if first.desc else ">="),
+            params.cast(first_value, first.column))
+        return sql.SQL("{} AND {}").format(bound, chain)
+    return chain
+
+
+def _where(q: RowsQuery, params: _Params, with_keyset: bool = True) -> sql.Composable:
+    conditions = [_filter_sql(f, params) for f in q.filters]
+    if with_keyset and q.after is not None:
+        conditions.append(keyset_sql(q.order, q.after, params))
+    if not conditions:
+        return sql.SQL("")
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions)
+
+
+def _order_by(order: Sequence[OrderTerm]) -> sql.Composable:
+    if not order:
+        return sql.SQL("")
+    return sql.SQL(" ORDER BY ") + sql.SQL(", ").join(
+        sql.SQL("{}{}{}").format(
+            _ident(t.column.name, "r"),
+            sql.SQL(" DESC" if t.desc else ""),
+            sql.SQL(" NULLS FIRST" if t.nulls_first else " NULLS LAST"),
+        )
+        for t in order
+    )
+
+
+def _needed(q: RowsQuery) -> list[Column]:
+    needed = list(q.columns)
+    needed += [t.column for t in q.order if t.column not in needed]
+    return needed
+
+
+def _inner(q: RowsQuery, params: _Params, limit: int) -> sql.Composable:
+    """The page's rows (needed columns only), filtered, after the cursor, ordered, limited."""
+    cols = sql.SQL(", ").join(_ident(c.name, "r") for c in _needed(q))
+    tail = sql.SQL(" LIMIT {}").format(params.add(limit))
+    if q.offset:
+        tail += sql.SQL(" OFFSET {}").format(params.add(q.offset))
+    return sql.SQL("SELECT {} FROM {} r{}{}{}").format(
+        cols, _relation(q.relation), _where(q, params), _order_by(q.order), tail)
+
+
+def json_value(column: Column, alias: str = "x") -> sql.Composable:
+    col = _ident(column.name, alias)
+    if column.is_bytea:
+        return sql.SQL("translate(encode({}, 'base64'), E'\\n', '')").format(col)
+    return col
+
+
+def _json_object(columns: Sequence[Column]) -> sql.Composable:
+    """``row_to_json`` of exactly the selected columns, in their order and with their names."""
+    return sql.SQL("CROSS JOIN LATERAL (SELECT {}) o").format(sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(json_value(c), sql.Identifier(c.name)) for c in columns))
+
+
+def page_sql(q: RowsQuery, with_total: bool) -> tuple[sql.Composable, dict[str, Any]]:
+    """One statement: ``(data json text, rows fetched, last row's key as text[], total)``.
+
+    Fetches ``limit + 1`` rows to learn whether a next page exists; the JSON holds ``limit``.
+    """
+    params = _Params()
+    inner = _inner(q, params, q.limit + 1)
+    limit = params.add(q.limit)
+    if q.unique:
+        key = sql.SQL("ARRAY[{}]").format(sql.SQL(", ").join(
+            sql.SQL("{}::text").format(_ident(t.column.name, "x")) for t in q.order))
+    else:
+        key = sql.SQL("NULL::text[]")
+    total = sql.SQL("NULL::int8")
+    if with_total:
+        total = sql.SQL("(SELECT count(*) FROM {} r{})").format(
+            _relation(q.relation), _where(q, params, with_keyset=False))
+    statement = sql.SQL(
+        "SELECT coalesce(json_agg(p.j) FILTER (WHERE p.n <= {limit}), '[]')::text, "
+        "count(*), min(p.k) FILTER (WHERE p.n = {limit}), {total} "
+        "FROM (SELECT row_to_json(o) AS j, {key} AS k, row_number() OVER () AS n "
+        "FROM ({inner}) x {obj}) p"
+    ).format(limit=limit, total=total, key=key, inner=inner, obj=_json_object(q.columns))
+    return statement, params.values
+
+
+def estimate_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
+    """``EXPLAIN`` of the filtered relation: the planner's row estimate (``count=estimated``)."""
+    params = _Params()
+    statement = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} r{}").format(
+        _relation(q.relation), _where(q, params, with_keyset=False))
+    return statement, params.values
+
+
+def ndjson_sql(q: RowsQuery, limit: int) -> tuple[sql.Composable, dict[str, Any]]:
+    params = _Params()
+    statement = sql.SQL("SELECT row_to_json(o)::text FROM ({}) x {}").format(
+        _inner(q, params, limit), _json_object(q.columns))
+    return statement, params.values
+
+
+def _csv_cell(column: Column) -> sql.Composable:
+    col = _ident(column.name, "x")
+    if column.is_bytea:
+        text = json_value(column)
+    elif column.is_datetime:
+        text = sql.SQL("(to_json({}) #>> '{{}}')").format(col)  # ISO 8601, as in JSON
+    elif column.is_array or column.base_type in ("json", "jsonb"):
+        text = sql.SQL("to_json({})::text").format(col)
+    else:
+        text = sql.SQL("{}::text").format(col)
+    if column.plain_csv:  # numbers, booleans, ISO dates, uuids: never a comma, quote or newline
+        return sql.SQL("coalesce({}, '')").format(text)
+    # NULL is an empty cell; any other value is quoted (so '' and NULL differ, as in COPY).
+    return sql.SQL("""coalesce('"' || replace({}, '"', '""') || '"', '')""").format(text)
+
+
+def csv_sql(q: RowsQuery, limit: int) -> tuple[sql.Composable, dict[str, Any]]:
+    """One CSV line per row, built by PostgreSQL (RFC 4180 quoting)."""
+    params = _Params()
+    line = sql.SQL(" || ',' || ").join(_csv_cell(c) for c in q.columns)
+    statement = sql.SQL("SELECT {} FROM ({}) x").format(line, _inner(q, params, limit))
+    return statement, params.values
+
+
+def row_sql(relation: Relation, columns: Sequence[Column],
+            key: Sequence[str]) -> tuple[sql.Composable, dict[str, Any]]:
+    """The row whose primary key is ``key`` (text values, in key order), as JSON text."""
+    params = _Params()
+    conditions = sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(_ident(name, "r"), params.cast(value, relation.by_name[name]))
+        for name, value in zip(relation.primary_key, key, strict=True))
+    inner = sql.SQL("SELECT {} FROM {} r WHERE {}").format(
+        sql.SQL(", ").join(_ident(c.name, "r") for c in columns), _relation(relation), conditions)
+    statement = sql.SQL("SELECT row_to_json(o)::text FROM ({}) x {}").format(
+        inner, _json_object(columns))
+    return statement, params.values
+
+
+def cast_check_sql(column: Column) -> tuple[sql.Composable, dict[str, Any]]:
+    """Does PostgreSQL accept a value for this column's type? (to name the culprit of a 400)"""
+    return sql.SQL("SELECT CAST(%(v)s AS {})").format(sql.SQL(column.type)), {}
+
+
+def typed_values(q: RowsQuery) -> list[tuple[str, Column, str]]:
+    """Every (param, column, value) of a query that PostgreSQL casts, in request order."""
+    found: list[tuple[str, Column, str]] = []
+    for f in q.filters:
+        if f.op in _COMPARISONS or f.op == "in":
+            found += [("filter", f.column, v) for v in f.values]
+    if q.after is not None:
+        found += [("cursor", t.column, v) for t, v in zip(q.order, q.after, strict=True)
+                  if v is not None]
+    return found

@@ -1,0 +1,305 @@
+"""Faults between the service and PostgreSQL: killed backends, a stopped database, a cut
+network, an exhausted pool. Each gunicorn test starts its own master (the faults leave state
+behind) and asserts what a client sees: status, ``Retry-After``, problem+json ``type``, time.
+
+The last tests drive :class:`ConnectionPool` directly through the proxy, without gunicorn.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from swagger_server.pool import ConnectionPool, DatabaseUnavailable
+from tests.pg import TestDatabase
+from tests.proxy import FaultProxy, dsn_via, upstream_from_dsn
+from tests.server import (
+    GunicornServer,
+    Response,
+    http_get,
+    scratch_database,
+    terminate_worker_backends,
+    worker_backends,
+)
+
+pytestmark = pytest.mark.faults
+
+PROBLEM_JSON = "application/problem+json"
+DB_UNAVAILABLE = "/problems/database-unavailable"
+POOL_TIMEOUT = "/problems/pool-timeout"
+
+
+@pytest.fixture
+def fresh_db(database: TestDatabase) -> Iterator[str]:
+    with scratch_database(database, "faults") as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def proxy(fresh_db: str) -> Iterator[FaultProxy]:
+    with FaultProxy(upstream_from_dsn(fresh_db)) as running:
+        yield running
+
+
+def assert_unavailable(resp: Response, type_: str, within: float) -> None:
+    """A 503 a client can act on: problem+json of the given type, Retry-After, in time."""
+    assert resp.status == 503, (resp.status, resp.body[:300])
+    assert resp.content_type == PROBLEM_JSON
+    body = resp.json()
+    assert body["type"] == type_, body
+    assert body["status"] == 503
+    assert int(resp.headers["retry-after"]) >= 1
+    assert resp.elapsed <= within, f"answered in {resp.elapsed:.2f}s > {within}s"
+
+
+def wait_until_ok(server: GunicornServer, path: str, timeout: float) -> list[int]:
+    """GET ``path`` until 200; returns the statuses seen (none may be a 500)."""
+    statuses: list[int] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resp = server.get(path, timeout=10)
+        statuses.append(resp.status)
+        assert resp.status in (200, 503), (resp.status, resp.body[:300])
+        if resp.status == 200:
+            return statuses
+        time.sleep(0.1)
+    raise AssertionError(f"{path} not back to 200 in {timeout}s: {statuses}")
+
+
+def warm_up(server: GunicornServer, workers: int) -> dict[int, dict]:
+    """Both workers answered: the pools are in use; returns each worker's /pool stats."""
+    for _ in range(6):
+        assert server.get("/").status == 200
+    assert server.get("/health/ready").status == 200
+    seen = server.distinct_pool_pids(workers, timeout=20)
+    assert len(seen) == workers, f"only {sorted(seen)} answered /pool"
+    return seen
+
+
+# ---------------------------------------------------------------------- through gunicorn
+
+def test_terminated_backends_are_replaced_and_requests_succeed(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    """Default pool settings: no ping for 10 s, only the free 'socket readable?' check."""
+    env = {"DATABASE_URL": fresh_db, "SERVER_WORKERS": "2"}
+    with GunicornServer(tmp_path, env) as server:
+        before = warm_up(server, 2)
+        killed = terminate_worker_backends(fresh_db)
+        assert killed >= 2 * 2  # min_size 2 per worker
+
+        responses = [server.get("/", timeout=10) for _ in range(20)]
+        assert [r.status for r in responses] == [200] * 20, [r.body[:200] for r in responses]
+
+        after = server.distinct_pool_pids(2, timeout=20)
+        assert set(after) == set(before)
+        served = [pid for pid in after
+                  if after[pid]["requests_total"] > before[pid]["requests_total"]]
+        assert served
+        for pid in served:
+            assert after[pid]["discarded_total"] > before[pid]["discarded_total"], after[pid]
+            assert after[pid]["errors_total"] == 0
+        # Fresh connections replaced the dead ones.
+        assert sum(worker_backends(fresh_db).values()) >= 2
+
+
+def test_database_stopped_answers_503_then_recovers_without_restart(
+    private_server: TestDatabase, tmp_path: Path
+) -> None:
+    assert private_server.server is not None
+    acquire_timeout = 1.0
+    env = {"DATABASE_URL": private_server.dsn, "SERVER_WORKERS": "2",
+           "POOL_ACQUIRE_TIMEOUT": str(acquire_timeout)}
+    with GunicornServer(tmp_path, env) as server:
+        warm_up(server, 2)
+        workers = server.worker_pids()
+
+        private_server.server.stop(mode="fast")
+        for path in ["/", "/health/ready"] * 4:
+            assert_unavailable(server.get(path, timeout=15), DB_UNAVAILABLE,
+                               within=acquire_timeout + 1)
+        live = server.get("/health/live")
+        assert live.status == 200, "liveness does not depend on the database"
+
+        private_server.server.start()
+        wait_until_ok(server, "/", timeout=15)
+        for path in ["/", "/health/ready"] * 5:
+            resp = server.get(path)
+            assert resp.status == 200, (path, resp.status, resp.body[:300])
+        # Recovered in place: same master, same workers.
+        assert server.process is not None and server.process.poll() is None
+        assert server.worker_pids() == workers
+
+
+@pytest.mark.parametrize("mode", ["refuse", "blackhole"])
+def test_network_cut_answers_503_then_recovers(
+    mode: str, fresh_db: str, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    # libpq waits at least 2 s for a connection that never answers (connect_timeout >= 2).
+    acquire_timeout = 2.0
+    env = {"DATABASE_URL": dsn_via(fresh_db, proxy.port), "SERVER_WORKERS": "2",
+           "POOL_ACQUIRE_TIMEOUT": str(acquire_timeout)}
+    with GunicornServer(tmp_path, env) as server:
+        warm_up(server, 2)
+        workers = server.worker_pids()
+
+        # Slow the link so that requests are mid-query when it goes down.
+        proxy.latency = 1.0
+        with ThreadPoolExecutor(2) as pool:
+            in_flight = [pool.submit(server.get, "/", timeout=15) for _ in range(2)]
+            time.sleep(0.4)
+            proxy.mode = mode  # type: ignore[assignment]
+            assert proxy.cut() >= 2 * 2
+            proxy.latency = 0.0
+            paths = ["/", "/health/ready", "/", "/", "/health/ready", "/"]
+            if mode == "blackhole":
+                paths = paths[:3]  # each waits out the connect timeout
+            for path in paths:
+                assert_unavailable(server.get(path, timeout=15), DB_UNAVAILABLE,
+                                   within=acquire_timeout + 1)
+            for future in in_flight:
+                assert_unavailable(future.result(timeout=20), DB_UNAVAILABLE,
+                                   within=acquire_timeout + 1)
+
+        proxy.forward()
+        wait_until_ok(server, "/", timeout=15)
+        for path in ["/", "/health/ready"] * 5:
+            assert server.get(path).status == 200
+        assert server.worker_pids() == workers
+
+
+def test_exhausted_pool_answers_503_pool_timeout_never_500(
+    fresh_db: str, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    acquire_timeout, latency, clients = 0.5, 0.3, 20
+    env = {"DATABASE_URL": dsn_via(fresh_db, proxy.port), "SERVER_WORKERS": "2",
+           "POOL_MIN_SIZE": "2", "POOL_MAX_SIZE": "2",
+           "POOL_ACQUIRE_TIMEOUT": str(acquire_timeout)}
+    with GunicornServer(tmp_path, env) as server:
+        before = warm_up(server, 2)
+        proxy.latency = latency  # each request now holds its connection ~1.8 s
+        barrier = threading.Barrier(clients)
+
+        def one(_: int) -> Response:
+            barrier.wait(timeout=10)
+            return http_get(server.port, "/", timeout=20)
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(clients) as pool:
+            responses = list(pool.map(one, range(clients)))
+        wall = time.monotonic() - started
+        proxy.latency = 0.0
+
+        statuses = sorted(r.status for r in responses)
+        assert set(statuses) <= {200, 503}, statuses
+        assert 200 in statuses and 503 in statuses, statuses
+        for resp in responses:
+            if resp.status == 503:
+                assert_unavailable(resp, POOL_TIMEOUT, within=10)
+            assert resp.elapsed < 10, f"a request took {resp.elapsed:.1f}s"
+        assert wall < 12
+
+        after = server.distinct_pool_pids(2, timeout=20)
+        timeouts = sum(after[pid]["timeouts_total"] - before[pid]["timeouts_total"]
+                       for pid in after)
+        assert timeouts == statuses.count(503)
+        assert all(stats["size"] <= 2 for stats in after.values())
+        assert server.get("/").status == 200
+
+
+# ---------------------------------------------------------------------- the pool alone
+
+@pytest.fixture
+def make_pool(proxy: FaultProxy, fresh_db: str) -> Iterator[Callable[..., ConnectionPool]]:
+    pools: list[ConnectionPool] = []
+
+    def make(**kwargs: object) -> ConnectionPool:
+        kwargs.setdefault("application_name", f"faulttest-{uuid.uuid4().hex[:10]}")
+        pool = ConnectionPool(dsn_via(fresh_db, proxy.port), **kwargs)  # type: ignore[arg-type]
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.closeall()
+
+
+def select_one(conn: psycopg2.extensions.connection) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        return cur.fetchone()[0]
+
+
+def test_pool_connection_cut_mid_query_is_discarded_and_its_slot_freed(
+    make_pool, proxy: FaultProxy
+) -> None:
+    pool = make_pool(min_size=1, max_size=1, acquire_timeout=2.0)
+    conn = pool.getconn()
+    failure: list[BaseException] = []
+
+    def long_query() -> None:
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_sleep(10)")
+        except BaseException as exc:
+            failure.append(exc)
+
+    started = time.monotonic()
+    runner = threading.Thread(target=long_query)
+    runner.start()
+    time.sleep(0.3)
+    proxy.cut()
+    runner.join(timeout=10)
+    assert not runner.is_alive()
+    assert time.monotonic() - started < 3, "the cut must end the query, not pg_sleep"
+    assert failure and isinstance(failure[0], psycopg2.OperationalError), failure
+
+    pool.putconn(conn)
+    stats = pool.stats()
+    assert stats["discarded_total"] == 1
+    assert stats["in_use"] == 0
+    # max_size=1: only a freed slot lets this through.
+    with pool.connection(timeout=2) as again:
+        assert again is not conn
+        assert select_one(again) == 1
+
+
+def test_pool_replaces_idle_connections_cut_by_the_network(
+    make_pool, proxy: FaultProxy
+) -> None:
+    pool = make_pool(min_size=2, max_size=2, check_after_idle=3600)
+    assert pool.stats()["size"] == 2
+    assert proxy.cut() == 2
+    time.sleep(0.1)  # the EOF reaches the client sockets
+    for _ in range(3):
+        with pool.connection(timeout=2) as conn:
+            assert select_one(conn) == 1
+    # Both at once: the second dead one, left idle and suspect, is caught on its checkout too.
+    with pool.connection(timeout=2) as first, pool.connection(timeout=2) as second:
+        assert select_one(first) == select_one(second) == 1
+    stats = pool.stats()
+    assert stats["discarded_total"] == 2
+    assert stats["opened_total"] == 4
+    assert stats["timeouts_total"] == 0
+    assert stats["errors_total"] == 0
+
+
+def test_pool_blackholed_database_fails_within_a_bound(make_pool, proxy: FaultProxy) -> None:
+    pool = make_pool(min_size=0, max_size=1, acquire_timeout=1.0)
+    proxy.mode = "blackhole"
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable):
+        pool.getconn()
+    # libpq rounds connect_timeout up to 2 s at least.
+    assert time.monotonic() - started < 3.5
+    assert pool.stats()["size"] == 0, "a failed connect gives its slot back"
+    proxy.forward()
+    with pool.connection(timeout=2) as conn:
+        assert select_one(conn) == 1
