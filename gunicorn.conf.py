@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from swagger_server import db, embedded
@@ -20,9 +21,11 @@ except ConfigError as exc:
 
 bind = [_settings.server.bind]
 workers = _settings.server.workers
-# Native ASGI worker of gunicorn (no extra dependency); "uvicorn" selects uvicorn-worker.
-# README "Worker class" has the measurements behind the default.
-worker_class = "asgi" if _settings.server.worker_class == "asgi" else "uvicorn_worker.UvicornWorker"
+# uvicorn-worker by default: gunicorn's native "asgi" worker strands a request thread for good
+# on every download the client aborts (measured; README "Worker class").
+worker_class = {"uvicorn": "uvicorn_worker.UvicornWorker", "asgi": "asgi"}[
+    _settings.server.worker_class
+]
 timeout = _settings.server.timeout
 graceful_timeout = _settings.server.timeout
 keepalive = 5
@@ -64,6 +67,19 @@ def on_exit(server):
 
 def post_fork(server, worker):
     db.init_pool(_settings)
+
+
+def post_worker_init(worker):
+    if _settings.server.worker_class == "uvicorn":
+        # After its graceful shutdown, uvicorn puts the default handlers back and re-raises the
+        # signal: the worker would die by it and skip worker_exit, leaving its pool unclosed.
+        # Turn the re-raised signal into a normal exit.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _exit_normally)
+
+
+def _exit_normally(signum, frame):
+    sys.exit(0)
 
 
 def worker_exit(server, worker):

@@ -11,6 +11,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from swagger_server import db, errors
 from swagger_server.config import PROJECT_ROOT, Settings, load_settings
+from swagger_server.middleware import ControlCharacterGuard, RequestIdMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
         raise StartupError(f"cannot load {spec_dir / SPEC_FILE}: {_first_line(exc)}") from exc
     errors.register(app)
     # Added first, so it wraps CORS: CORS answers preflights itself, which get an id too.
-    app.add_middleware(errors.RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    app.add_middleware(ControlCharacterGuard, position=MiddlewarePosition.BEFORE_EXCEPTION)
     if settings.cors.enabled:
         app.add_middleware(
             CORSMiddleware,

@@ -66,7 +66,7 @@ class CorsSettings:
 class ServerSettings:
     bind: str = "127.0.0.1:8000"
     workers: int = field(default_factory=lambda: os.cpu_count() or 2)
-    worker_class: str = "asgi"
+    worker_class: str = "uvicorn"
     timeout: int = 30
     log_level: str = "info"
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from typing import Any
 
 import psycopg2
 import psycopg2.errors
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.problem import problem
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from swagger_server.pool import DatabaseUnavailable, PoolTimeout
 
@@ -31,8 +28,6 @@ NOT_FOUND = "/problems/not-found"
 CATALOG_CHANGED = "/problems/catalog-changed"
 
 RETRY_AFTER_SECONDS = 1
-REQUEST_ID_HEADER = "X-Request-ID"
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class ApiProblem(Exception):
@@ -117,30 +112,3 @@ def register(app: Any) -> None:
     app.add_error_handler(psycopg2.InterfaceError, database_unavailable)
     app.add_error_handler(psycopg2.errors.QueryCanceled, statement_timeout)
     app.add_error_handler(Exception, internal_error)
-
-
-class RequestIdMiddleware:
-    """Gives each request an id (a sane incoming ``X-Request-ID`` or a new one) and echoes it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = ""
-        for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
-                incoming = value.decode("latin-1")
-                break
-        rid = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
-        header = (b"x-request-id", rid.encode("latin-1"))
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)

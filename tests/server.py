@@ -35,7 +35,10 @@ from tests.pg import TestDatabase, create_database
 _CONFIG_PREFIXES = ("POOL_", "SERVER_", "API_", "CORS_", "EMBEDDED_", "POSTGRES_")
 _CONFIG_NAMES = ("DATABASE_URL", "APP_CONFIG", EMBEDDED_DSN_ENV)
 _POOL_OPEN = re.compile(r"pool open: pid=(\d+)")
-_LISTENING = re.compile(r"\[(\d+)\] \[INFO\] ASGI server listening")
+# The worker's "ready" line: uvicorn-worker's, or gunicorn's native asgi worker's.
+_LISTENING = re.compile(
+    r"\[(\d+)\] \[INFO\] (?:Application startup complete|ASGI server listening)"
+)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

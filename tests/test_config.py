@@ -73,7 +73,7 @@ def test_defaults_without_file_or_environment(empty_cwd: Path) -> None:
     server = settings.server
     assert server.bind == "127.0.0.1:8000"
     assert server.workers == (os.cpu_count() or 2)
-    assert server.worker_class == "asgi"
+    assert server.worker_class == "uvicorn"
     assert server.timeout == 30
     assert server.log_level == "info"
     assert settings.embedded.data_dir == PROJECT_ROOT / ".pgdata"
