@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,26 +101,33 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds, interleaved; median kept")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
     cases = [
+        ("seed ThreadedConnectionPool(1, 20)", "bench.seed_wsgi:application", "uvicorn", "/"),
         ("seed ThreadedConnectionPool(1, 20)", "bench.seed_wsgi:application", "asgi", "/"),
         ("ConnectionPool (ours)", "wsgi:application", "asgi", "/"),
         ("ConnectionPool (ours)", "wsgi:application", "uvicorn", "/"),
         ("no database: /health/live", "wsgi:application", "asgi", "/health/live"),
         ("no database: /health/live", "wsgi:application", "uvicorn", "/health/live"),
     ]
-    results = []
+    runs: list[list[float]] = [[] for _ in cases]
     with database() as dsn:
-        for label, app, worker, path in cases:
-            with gunicorn(app, dsn, worker, args.workers) as base:
-                rps = wrk(base + path, args.seconds, args.connections)
-            results.append((label, worker, rps))
-            print(f"{label:38s} {worker:8s} {rps:10.0f} req/s", flush=True)
+        # Rounds interleave the cases, so a noisy minute hurts them all alike.
+        for round_no in range(args.repeat):
+            for i, (label, app, worker, path) in enumerate(cases):
+                with gunicorn(app, dsn, worker, args.workers) as base:
+                    rps = wrk(base + path, args.seconds, args.connections)
+                runs[i].append(rps)
+                print(f"round {round_no + 1}: {label:38s} {worker:8s} {rps:8.0f} req/s",
+                      flush=True)
+    results = [(label, worker, statistics.median(rounds))
+               for (label, _, worker, _), rounds in zip(cases, runs, strict=True)]
     reference = results[0][2] or 1.0
-    print(f"\nwrk -t1 -c{args.connections} -d{args.seconds}s, {args.workers} workers; "
-          f"ratio vs. the seed's pool:")
+    print(f"\nwrk -t1 -c{args.connections} -d{args.seconds}s, {args.workers} workers, "
+          f"median of {args.repeat}; ratio vs. the seed's pool:")
     for label, worker, rps in results:
         print(f"| {label} | {worker} | {rps:,.0f} | {rps / reference:.2f}x |")
 
