@@ -83,3 +83,13 @@ def create_database(admin: TestDatabase, prefix: str = "t") -> str:
     params = psycopg2.extensions.parse_dsn(admin.dsn)
     params["dbname"] = name
     return psycopg2.extensions.make_dsn(**params)
+
+
+def seeded_database(admin: TestDatabase, prefix: str, schema_sql: str) -> str:
+    """A new database on the same server with ``schema_sql`` run and analysed; its DSN."""
+    dsn = create_database(admin, prefix)
+    with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+        conn.autocommit = True
+        cur.execute(schema_sql)
+        cur.execute("ANALYZE")
+    return dsn

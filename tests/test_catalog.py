@@ -15,7 +15,7 @@ from swagger_server import db
 from swagger_server.app import create_app
 from swagger_server.catalog import CACHE
 from tests.conftest import make_settings
-from tests.pg import TestDatabase, create_database
+from tests.pg import TestDatabase, seeded_database
 
 SCHEMA = """
 CREATE SCHEMA app;
@@ -35,11 +35,7 @@ ANALYZE public.things;
 
 @pytest.fixture(scope="module")
 def dsn(database: TestDatabase) -> str:
-    dsn = create_database(database, "catalog")
-    admin = TestDatabase(dsn=dsn, kind="x")
-    with contextlib.closing(admin.connect()) as conn, conn.cursor() as cur:
-        cur.execute(SCHEMA)
-    return dsn
+    return seeded_database(database, "catalog", SCHEMA)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from swagger_server import db
 from swagger_server.app import create_app
 from tests.conftest import make_settings
-from tests.pg import TestDatabase, create_database
+from tests.pg import TestDatabase, seeded_database
 
 SCHEMA = """
 CREATE TABLE victims (id integer PRIMARY KEY, name text NOT NULL, n integer, at timestamptz);
@@ -41,11 +41,7 @@ CORPUS = [
 
 @pytest.fixture(scope="module")
 def dsn(database: TestDatabase) -> str:
-    dsn = create_database(database, "hostile")
-    admin = TestDatabase(dsn=dsn, kind="x")
-    with contextlib.closing(admin.connect()) as conn, conn.cursor() as cur:
-        cur.execute(SCHEMA)
-    return dsn
+    return seeded_database(database, "hostile", SCHEMA)
 
 
 @pytest.fixture(scope="module")

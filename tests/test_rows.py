@@ -5,7 +5,6 @@ rendering of every common type, views without a key, statement timeout. Real Pos
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 from collections.abc import Iterator
 from decimal import Decimal
@@ -17,7 +16,7 @@ from starlette.testclient import TestClient
 from swagger_server import db
 from swagger_server.app import create_app
 from tests.conftest import make_settings
-from tests.pg import TestDatabase, create_database
+from tests.pg import TestDatabase, seeded_database
 
 SCHEMA = r"""
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -62,12 +61,7 @@ CREATE VIEW slow AS SELECT g AS id, pg_sleep(0.3) IS NULL AS slept FROM generate
 
 @pytest.fixture(scope="module")
 def dsn(database: TestDatabase) -> str:
-    dsn = create_database(database, "rows")
-    admin = TestDatabase(dsn=dsn, kind="x")
-    with contextlib.closing(admin.connect()) as conn, conn.cursor() as cur:
-        cur.execute(SCHEMA)
-        cur.execute("ANALYZE")
-    return dsn
+    return seeded_database(database, "rows", SCHEMA)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ errors before the first byte, constant memory, and the connection given back exa
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -18,7 +17,7 @@ from swagger_server.app import create_app
 from swagger_server.controllers import tables_controller
 from swagger_server.export import RowStream
 from tests.conftest import make_settings
-from tests.pg import TestDatabase, create_database
+from tests.pg import TestDatabase, seeded_database
 
 NDJSON = {"Accept": "application/x-ndjson"}
 CSV = {"Accept": "text/csv"}
@@ -46,12 +45,7 @@ CREATE VIEW slow AS SELECT g AS id, pg_sleep(0.3) IS NULL AS slept FROM generate
 
 @pytest.fixture(scope="module")
 def dsn(database: TestDatabase) -> str:
-    dsn = create_database(database, "export")
-    admin = TestDatabase(dsn=dsn, kind="x")
-    with contextlib.closing(admin.connect()) as conn, conn.cursor() as cur:
-        cur.execute(SCHEMA)
-        cur.execute("ANALYZE")
-    return dsn
+    return seeded_database(database, "export", SCHEMA)
 
 
 @pytest.fixture(scope="module")

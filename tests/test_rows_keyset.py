@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from swagger_server import db
 from swagger_server.app import create_app
 from tests.conftest import make_settings
-from tests.pg import TestDatabase, create_database
+from tests.pg import TestDatabase, seeded_database
 
 # 400 rows; a and b have many duplicates and NULLs, so the tiebreaker and the NULL handling of
 # the keyset predicate both matter.
@@ -61,11 +61,7 @@ ORDERS = {
 
 @pytest.fixture(scope="module")
 def dsn(database: TestDatabase) -> str:
-    dsn = create_database(database, "keyset")
-    admin = TestDatabase(dsn=dsn, kind="x")
-    with contextlib.closing(admin.connect()) as conn, conn.cursor() as cur:
-        cur.execute(SCHEMA)
-    return dsn
+    return seeded_database(database, "keyset", SCHEMA)
 
 
 @pytest.fixture(scope="module")
