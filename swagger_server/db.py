@@ -59,7 +59,9 @@ def create_pool(settings: Settings) -> ConnectionPool:
         keepalives_idle=30,
         keepalives_interval=10,
         keepalives_count=3,
-        tcp_user_timeout=60_000,
+        # Sent data unacknowledged this long: the peer is gone (a long query is not affected:
+        # the server acknowledges the query at once).
+        tcp_user_timeout=10_000,
     )
 
 
@@ -98,15 +100,18 @@ def close_pool() -> None:
 def get_db() -> Connection:
     """The request's connection, taken from the pool on first use and kept on ``flask.g``."""
     if "db" not in g:
-        g.db = get_pool().getconn()
+        pool = get_pool()
+        g.db = pool.getconn()
+        g.db_pool = pool  # given back to this pool, even if the process pool changes meanwhile
     return g.db
 
 
 def close_db(e: BaseException | None = None) -> None:
     """Give the request's connection back; the pool rolls back what was not committed."""
     conn = g.pop("db", None)
-    if conn is not None:
-        get_pool().putconn(conn)
+    pool = g.pop("db_pool", None)
+    if conn is not None and pool is not None:
+        pool.putconn(conn)
 
 
 def init_app(app: Flask) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 import psycopg2
 import psycopg2.errors
+from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.problem import problem
+from starlette.exceptions import HTTPException
 
 from swagger_server.pool import DatabaseUnavailable, PoolTimeout
 
@@ -60,6 +63,20 @@ def _response(
     return problem(status, title, detail, type=type, headers=headers, ext=ext or None)
 
 
+def connexion_problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
+    """Connexion's own problems (spec validation: 400, ...), with the request id added."""
+    log.debug("%s problem: %s", exc.status, exc.detail)
+    return _response(request, exc.status, exc.title, exc.detail, exc.type or "about:blank",
+                     headers=exc.headers, ext=exc.ext)
+
+
+def http_error(request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+    """Routing errors (404 no such path, 405 no such method), with the request id added."""
+    log.debug("%s %s", exc.status_code, exc.detail)
+    return _response(request, exc.status_code, HTTPStatus(exc.status_code).phrase,
+                     str(exc.detail), headers=exc.headers)
+
+
 def api_problem(request: ConnexionRequest, exc: ApiProblem) -> ConnexionResponse:
     return _response(request, exc.status, exc.title, exc.detail, exc.type, ext=exc.ext or None)
 
@@ -104,6 +121,8 @@ def internal_error(request: ConnexionRequest, exc: Exception) -> ConnexionRespon
 
 def register(app: Any) -> None:
     """Attach the handlers to a Connexion app; the most specific exception class wins."""
+    app.add_error_handler(ProblemException, connexion_problem)
+    app.add_error_handler(HTTPException, http_error)
     app.add_error_handler(ApiProblem, api_problem)
     app.add_error_handler(PoolTimeout, pool_timeout)
     app.add_error_handler(DatabaseUnavailable, database_unavailable)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from typing import Any
@@ -53,8 +54,11 @@ class ControlCharacterGuard:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope.get("type") == "http" else ""
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
-            body = (b'{"type": "/problems/not-found", "title": "Not Found", "status": 404, '
-                    b'"detail": "No such resource (the path holds a control character)."}')
+            body = json.dumps({
+                "type": "/problems/not-found", "title": "Not Found", "status": 404,
+                "detail": "No such resource (the path holds a control character).",
+                "request_id": scope.get("state", {}).get("request_id", ""),
+            }).encode()
             await send({"type": "http.response.start", "status": 404, "headers": [
                 (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(body)).encode("ascii"))]})

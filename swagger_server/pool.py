@@ -225,7 +225,11 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
 
     def _checkout(self, deadline: float, timeout: float) -> _Slot:
         grant = self._reserve(deadline, timeout)
-        if isinstance(grant, _Slot) and not self._alive(grant):
+        if isinstance(grant, _Slot) and time.monotonic() >= grant.expires:
+            # Old, not dead: replaced without making the others suspect.
+            self._discard(grant, "past max_lifetime", count=False, free=False)
+            grant = _NEW
+        elif isinstance(grant, _Slot) and not self._alive(grant):
             # Dead: every idle connection checked before this moment is suspect too (the
             # database probably restarted), so each is pinged on its next checkout.
             self._suspect_before = time.monotonic()
@@ -383,8 +387,6 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         kwargs.setdefault("application_name", self.application_name)
         try:
             conn = psycopg2.connect(*self._args, **kwargs)
-            if self._configure is not None:
-                self._configure(conn)
         except psycopg2.Error as exc:
             with self._lock:
                 self._counters["errors_total"] += 1
@@ -394,6 +396,12 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             if first:
                 log.warning("pool %s: cannot connect to the database: %s", self.pid, reason)
             raise DatabaseUnavailable(f"cannot connect to the database: {reason}") from exc
+        if self._configure is not None:
+            try:
+                self._configure(conn)
+            except BaseException:
+                conn.close()
+                raise
         now = time.monotonic()
         with self._lock:
             self._counters["opened_total"] += 1
@@ -410,8 +418,6 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         if conn.closed:
             return False
         now = time.monotonic()
-        if now >= slot.expires:
-            return False
         must_ping = (
             now - slot.last_used > self.check_after_idle or slot.checked < self._suspect_before
         )

@@ -195,6 +195,22 @@ def test_every_response_carries_a_request_id(client: TestClient, method: str, pa
     assert r.headers.get("x-request-id"), (r.status_code, dict(r.headers))
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/nope", 404), ("POST", "/pool", 405), ("GET", "/pool?x=1", 400),
+     ("GET", "/tables/a%0Ab", 404)],
+)
+def test_every_problem_body_repeats_the_request_id(
+    client: TestClient, method: str, path: str, status: int
+) -> None:
+    r = client.request(method, path, headers={"X-Request-ID": "trace-7"})
+    assert r.status_code == status
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["status"] == status and body["request_id"] == "trace-7"
+    assert r.headers["x-request-id"] == "trace-7"
+
+
 def test_request_ids_are_new_per_request(client: TestClient) -> None:
     ids = {client.get("/health/live").headers["x-request-id"] for _ in range(3)}
     assert len(ids) == 3

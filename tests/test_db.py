@@ -70,3 +70,16 @@ def test_init_pool_replaces_the_process_pool(settings):
     old = db.get_pool(settings)
     new = db.init_pool(settings)
     assert new is not old and old.closed and db.get_pool() is new
+
+
+def test_close_db_gives_back_to_the_pool_it_came_from(settings):
+    app = flask.Flask(__name__)
+    app.config["SETTINGS"] = settings
+    db.init_app(app)
+    with app.app_context():
+        conn = db.get_db()
+        old = db.get_pool()
+        db.close_pool()  # e.g. worker_exit while a request thread still runs
+    # Teardown neither raised nor made a new pool to return the connection to.
+    assert db._pool is None
+    assert old.closed and conn.closed

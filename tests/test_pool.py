@@ -492,3 +492,28 @@ def test_unreachable_database_fails_within_the_acquire_timeout(make_pool):
     with pytest.raises(DatabaseUnavailable):
         pool.getconn(timeout=2)
     assert time.monotonic() - start < 3
+
+
+def test_an_expired_connection_is_replaced_without_suspecting_the_others(make_pool):
+    pool = make_pool(min_size=0, max_size=2, max_lifetime=0.3, maintenance_interval=3600)
+    conn = pool.getconn()
+    old = backend_pid(conn)
+    pool.putconn(conn)
+    time.sleep(0.35)
+    conn = pool.getconn()
+    assert backend_pid(conn) != old
+    pool.putconn(conn)
+    # Age is not death: not counted as discarded, nothing made suspect.
+    assert pool.stats()["discarded_total"] == 0
+    assert pool._suspect_before == 0.0
+
+
+def test_a_failing_configure_callback_leaves_no_connection_open(make_pool, database):
+    def configure(conn):
+        raise RuntimeError("configure failed")
+
+    pool = make_pool(min_size=0, max_size=1, configure=configure)
+    with pytest.raises(RuntimeError, match="configure failed"):
+        pool.getconn(timeout=2)
+    assert wait_until(lambda: server_connections(database, pool.application_name) == 0)
+    assert pool.stats()["size"] == 0
