@@ -22,7 +22,10 @@ import json
 from collections.abc import Sequence
 
 _SIGNATURE_BYTES = 16
-_MAX_CURSOR_CHARS = 16384
+_MAX_CURSOR_CHARS = 16384  # what decode() accepts
+# What the API issues at most: a longer cursor (an order on long values) would make URLs that
+# proxies refuse (many stop at about 8 KB); the page then links to the next one by offset.
+MAX_ISSUED_CHARS = 4096
 
 
 class CursorError(ValueError):

@@ -420,9 +420,16 @@ def estimate_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
 
 
 def ndjson_sql(q: RowsQuery, limit: int) -> tuple[sql.Composable, dict[str, Any]]:
+    """One JSON object per line.
+
+    ``row_to_json`` embeds a ``json`` value's stored text verbatim, raw line breaks included; in
+    valid JSON a raw CR or LF can only be whitespace between tokens (inside strings they are
+    escaped), so turning them into spaces keeps the value and one row on one line.
+    """
     params = _Params()
-    statement = sql.SQL("SELECT row_to_json(o)::text FROM ({}) x {}").format(
-        _inner(q, params, limit), _json_object(q.columns))
+    statement = sql.SQL(
+        "SELECT translate(row_to_json(o)::text, E'\\n\\r', '  ') FROM ({}) x {}"
+    ).format(_inner(q, params, limit), _json_object(q.columns))
     return statement, params.values
 
 
@@ -443,9 +450,13 @@ def _csv_cell(column: Column) -> sql.Composable:
 
 
 def csv_sql(q: RowsQuery, limit: int) -> tuple[sql.Composable, dict[str, Any]]:
-    """One CSV line per row, built by PostgreSQL (RFC 4180 quoting)."""
+    """One CSV line per row, built by PostgreSQL (RFC 4180 quoting).
+
+    A relation without columns gives an empty line per row (as ``COPY ... CSV`` does).
+    """
     params = _Params()
-    line = sql.SQL(" || ',' || ").join(_csv_cell(c) for c in q.columns)
+    line = sql.SQL(" || ',' || ").join(_csv_cell(c) for c in q.columns) if q.columns \
+        else sql.SQL("''")
     statement = sql.SQL("SELECT {} FROM ({}) x").format(line, _inner(q, params, limit))
     return statement, params.values
 
@@ -467,6 +478,36 @@ def row_sql(relation: Relation, columns: Sequence[Column],
 def cast_check_sql(column: Column) -> tuple[sql.Composable, dict[str, Any]]:
     """Does PostgreSQL accept a value for this column's type? (to name the culprit of a 400)"""
     return sql.SQL("SELECT CAST(%(v)s AS {})").format(sql.SQL(column.type)), {}
+
+
+def position_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
+    """How many rows (filters applied) are not after the cursor: the offset of the next row."""
+    if q.after is None:
+        raise ValueError("position_sql needs a keyset position")
+    params = _Params()
+    conditions = [_filter_sql(f, params) for f in q.filters]
+    conditions.append(sql.SQL("({}) IS NOT TRUE").format(keyset_sql(q.order, q.after, params)))
+    statement = sql.SQL("SELECT count(*) FROM {} r WHERE {}").format(
+        _relation(q.relation), sql.SQL(" AND ").join(conditions))
+    return statement, params.values
+
+
+def pattern_error(pattern: str) -> str | None:
+    """Why PostgreSQL rejects a LIKE/ILIKE pattern (escape character ``\\``); None if it does not.
+
+    Its one rule: the escape character must not end the pattern (it escapes the next one).
+    """
+    escaped = False
+    for ch in pattern:
+        escaped = not escaped and ch == "\\"
+    if escaped:
+        return "it ends with the escape character \\ (write \\\\ for a backslash)"
+    return None
+
+
+def pattern_values(q: RowsQuery) -> list[tuple[str, Column, str]]:
+    """Every (param, column, pattern) of a query's like/ilike filters."""
+    return [("filter", f.column, f.values[0]) for f in q.filters if f.op in ("like", "ilike")]
 
 
 def typed_values(q: RowsQuery) -> list[tuple[str, Column, str]]:

@@ -155,3 +155,31 @@ def test_a_dropped_column_before_the_ttl_is_a_clean_503_then_gone(
     assert r.status_code == 503
     assert r.json()["type"] == "/problems/catalog-changed"
     assert client.get("/tables/audit_log/rows").status_code == 200  # reloaded at once
+
+
+def test_a_value_of_a_type_dropped_under_the_catalog_is_a_503_not_the_clients_fault(
+    client_for: Callable[..., TestClient], dsn: str
+) -> None:
+    """The cast check that names a culprit value must not blame one whose type is gone."""
+    def run(statement: str) -> None:
+        with contextlib.closing(TestDatabase(dsn=dsn, kind="x").connect()) as conn, \
+                conn.cursor() as cur:
+            cur.execute(statement)
+
+    run("CREATE TYPE public.hue AS ENUM ('red', 'blue'); "
+        "CREATE TABLE public.paints (id integer PRIMARY KEY, hue public.hue, ref regclass); "
+        "INSERT INTO public.paints VALUES (1, 'red', 'paints')")
+    try:
+        client = client_for(catalog_ttl=300)
+        r = client.get("/tables/paints/rows", params={"filter": "hue.eq.red"})
+        assert r.json()["data"] == [{"id": 1, "hue": "red", "ref": "paints"}]
+        r = client.get("/tables/paints/rows", params={"filter": "ref.eq.nosuchtable"})
+        assert r.status_code == 400 and r.json()["column"] == "ref"
+        run("ALTER TABLE public.paints DROP COLUMN hue; DROP TYPE public.hue")
+        r = client.get("/tables/paints/rows", params={"filter": "hue.eq.red"})
+        assert r.status_code == 503, r.text
+        assert r.json()["type"] == "/problems/catalog-changed"
+        r = client.get("/tables/paints/rows", params={"filter": "hue.eq.red"})
+        assert r.status_code == 400 and "no column 'hue'" in r.json()["detail"]
+    finally:
+        run("DROP TABLE IF EXISTS public.paints; DROP TYPE IF EXISTS public.hue")

@@ -56,6 +56,9 @@ CREATE VIEW items_view AS SELECT id, name, qty FROM items;
 CREATE TABLE nokey (n integer, label text);
 INSERT INTO nokey SELECT i, 'n' || i FROM generate_series(1, 25) AS i;
 CREATE VIEW slow AS SELECT g AS id, pg_sleep(0.3) IS NULL AS slept FROM generate_series(1, 20) AS g;
+CREATE TABLE refs (id integer PRIMARY KEY, rel regclass, typ regtype, fn regproc);
+INSERT INTO refs VALUES (1, 'items', 'integer', 'now'), (2, 'pairs', 'text', 'version');
+CREATE VIEW ratios AS SELECT id, 1 / (id - 3) AS inverse FROM generate_series(1, 5) AS id;
 """
 
 
@@ -195,6 +198,75 @@ def test_an_operator_the_type_lacks_is_a_400(client: TestClient) -> None:
     assert body["type"] == "/problems/unsupported-operation"
     body = problem(client, "/tables/items/rows", order="raw")
     assert body["type"] == "/problems/unsupported-operation"
+
+
+@pytest.mark.parametrize(("flt", "column"), [
+    ("rel.eq.nosuchtable", "rel"),  # UndefinedTable, as for a dropped table
+    ("rel.in.(items,nosuch.schema_table)", "rel"),
+    ("typ.eq.nosuchtype", "typ"),  # UndefinedObject, as for a dropped type
+    ("fn.eq.nosuchfunction", "fn"),  # UndefinedFunction, as for an operator the type lacks
+    ("fn.eq.lower", "fn"),  # AmbiguousFunction
+])
+def test_a_reg_value_naming_nothing_is_a_400_not_a_catalog_change(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, flt: str, column: str
+) -> None:
+    from swagger_server.controllers import tables_controller
+
+    reloads: list[int] = []
+    monkeypatch.setattr(tables_controller.CACHE, "invalidate", lambda: reloads.append(1))
+    body = problem(client, "/tables/refs/rows", filter=flt)
+    assert body["type"] == "/problems/invalid-value"
+    assert body["column"] == column and body["parameter"] == "filter"
+    assert reloads == []  # the worker's catalog stays as it is
+    assert [r["id"] for r in rows(client, "refs", filter="rel.eq.pairs")] == [2]
+    assert [r["id"] for r in rows(client, "refs", filter="typ.eq.int4")] == [1]
+
+
+def test_a_server_side_data_error_is_a_500_not_the_clients_fault(client: TestClient) -> None:
+    for params in ({}, {"filter": "id.gte.1"}, {"filter": "id.in.(2,3)"}):
+        r = client.get("/tables/ratios/rows", params=params)  # division by zero in the view
+        assert r.status_code == 500, r.text
+        body = r.json()
+        assert body["type"] == "/problems/internal-error" and body["request_id"]
+    assert rows(client, "ratios", filter="id.neq.3") == [
+        {"id": 1, "inverse": -0}, {"id": 2, "inverse": -1}, {"id": 4, "inverse": 1},
+        {"id": 5, "inverse": 0}]
+
+
+@pytest.mark.parametrize("op", ["like", "ilike"])
+def test_a_like_pattern_postgresql_rejects_is_a_400_naming_the_column(
+    client: TestClient, op: str
+) -> None:
+    for pattern in ("apple\\", "*\\", "a\\\\\\"):  # ends with an unescaped escape
+        body = problem(client, "/tables/items/rows", filter=f"name.{op}.{pattern}")
+        assert body["type"] == "/problems/invalid-value"
+        assert body["column"] == "name" and "escape character" in body["detail"]
+    assert ids(client, f"name.{op}.elder\\%*") == [5]  # an escaped % is a literal %
+    assert ids(client, f"name.{op}.x\\\\") == []  # an escaped backslash is fine
+
+
+@pytest.mark.parametrize(("param", "values"), [
+    ("select", ["id", "name"]),
+    ("order", ["id", "name"]),
+    ("limit", ["1", "2"]),
+    ("limit", ["1", "1"]),
+    ("offset", ["0", "1"]),
+    ("cursor", ["a.b", "c.d"]),
+    ("count", ["exact", "estimated"]),
+])
+def test_a_single_valued_parameter_given_twice_is_a_400(
+    client: TestClient, param: str, values: list[str]
+) -> None:
+    for accept in ("application/json", "text/csv"):
+        r = client.get("/tables/items/rows", params={param: values},
+                       headers={"Accept": accept})
+        assert r.status_code == 400, r.text
+        body = r.json()
+        assert body["type"] == "/problems/invalid-parameter" and body["parameter"] == param
+        assert param in body["detail"]
+    if param == "select":
+        body = problem(client, "/tables/items/rows/1", select=values)
+        assert body["parameter"] == "select"
 
 
 # ---------------------------------------------------------------------- select and order

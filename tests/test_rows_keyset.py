@@ -40,6 +40,14 @@ CREATE TABLE growing (id integer PRIMARY KEY, grp integer);
 INSERT INTO growing SELECT i * 10, i % 3 FROM generate_series(1, 60) AS i;
 CREATE TABLE other (id integer PRIMARY KEY);
 INSERT INTO other SELECT generate_series(1, 10);
+CREATE TABLE deep (id integer PRIMARY KEY, v text);
+INSERT INTO deep SELECT i, 'v' || i FROM generate_series(1, 100000) AS i;
+-- ordered by t: six short keys, four of 20 KB, four short ones again
+CREATE TABLE longkeys (id integer PRIMARY KEY, t text NOT NULL);
+INSERT INTO longkeys
+SELECT i, CASE WHEN i <= 6 THEN 's' WHEN i <= 10 THEN repeat('x', 20000) ELSE 'z' END
+          || lpad(i::text, 3, '0')
+FROM generate_series(1, 14) AS i;
 """
 
 # API order -> the same order in SQL (the primary key appended as the API does)
@@ -147,17 +155,85 @@ def test_rows_inserted_between_pages_skip_nothing_and_repeat_nothing(
             assert before <= set(seen), f"a row was skipped in order {order!r}"
 
 
-def test_deep_pages_use_the_keyset_not_an_offset(client: TestClient, dsn: str) -> None:
-    last = None
-    for row in walk(client, "walk", 100, order="c.desc"):
-        last = row
-    assert last is not None
+def scans_of(plan: dict[str, Any], relation: str) -> list[dict[str, Any]]:
+    found = [plan] if plan.get("Relation Name") == relation else []
+    for child in plan.get("Plans", []):
+        found += scans_of(child, relation)
+    return found
+
+
+def test_deep_pages_use_the_keyset_not_an_offset(
+    client: TestClient, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The statement the API runs for a page deep into 100,000 rows reads about as many rows
+    as the first page does: an index scan that starts at the cursor's key, no OFFSET."""
+    from swagger_server import query
+
+    ran: list[tuple[Any, dict[str, Any]]] = []
+    page_sql = query.page_sql
+
+    def capture(*args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        ran.append(page_sql(*args, **kwargs))
+        return ran[-1]
+
+    monkeypatch.setattr(query, "page_sql", capture)
+    first = client.get("/tables/deep/rows", params={"limit": 10})
+    assert [r["id"] for r in first.json()["data"]] == list(range(1, 11))
+    # A legitimate cursor deep in the table: the one after a page fetched by offset.
+    cursor = client.get("/tables/deep/rows", params={"limit": 10, "offset": 90_000}
+                        ).json()["next_cursor"]
+    deep = client.get("/tables/deep/rows", params={"limit": 10, "cursor": cursor})
+    assert [r["id"] for r in deep.json()["data"]] == list(range(90_011, 90_021))
+    assert len(ran) == 3
+
+    actual: list[int] = []
     with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
-        cur.execute("EXPLAIN SELECT 1")  # the server is there; the plan below is the API's
-    r = client.get("/tables/walk/rows", params={"limit": 2})
-    cursor = r.json()["next_cursor"]
-    r2 = client.get("/tables/walk/rows", params={"limit": 2, "cursor": cursor})
-    assert [row["id"] for row in r2.json()["data"]] == [3, 4]
+        for statement, params in (ran[0], ran[2]):
+            text = cur.mogrify(statement, params).decode()
+            assert "OFFSET" not in text.upper()
+            cur.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {text}")
+            plan = cur.fetchone()[0][0]["Plan"]
+            scans = scans_of(plan, "deep")
+            assert len(scans) == 1, plan
+            assert scans[0]["Node Type"] in ("Index Scan", "Index Only Scan"), scans[0]
+            assert scans[0].get("Rows Removed by Filter", 0) == 0
+            actual.append(scans[0]["Actual Rows"])
+        assert "id" in scans[0]["Index Cond"] and "90010" in scans[0]["Index Cond"]
+    assert actual[0] <= 11 and actual[1] <= 11, actual  # an offset would read 90,000 more
+
+
+def follow_links(client: TestClient, url: str) -> Iterator[tuple[dict[str, Any], str | None]]:
+    """Each page's body and its Link URL, following Link to the end."""
+    next_url: str | None = url
+    while next_url:
+        r = client.get(next_url)
+        assert r.status_code == 200, r.text
+        link = r.headers.get("link")
+        next_url = link[1:link.index(">")] if link else None
+        yield r.json(), next_url
+
+
+def test_a_cursor_too_long_to_issue_gives_way_to_an_offset_link(client: TestClient) -> None:
+    """A 20 KB order value would make a cursor no proxy takes: the page links by offset
+    instead, counted from the first row also after a cursor; cursors resume afterwards."""
+    seen: list[int] = []
+    links: list[str] = []
+    for body, link in follow_links(client, "/tables/longkeys/rows?order=t&limit=2&select=id"):
+        seen += [r["id"] for r in body["data"]]
+        cursor = body["next_cursor"]
+        assert cursor is None or len(cursor) <= 4096
+        if link is not None:
+            assert ("cursor=" in link) == (cursor is not None)
+            links.append("cursor" if cursor is not None else link[link.index("offset="):])
+        else:
+            assert cursor is None
+    assert seen == list(range(1, 15))
+    # pages end on ids 2, 4, 6 (short), 8, 10 (20 KB), 12 (short), then 14: the last
+    assert links == ["cursor", "cursor", "cursor", "offset=8", "offset=10", "cursor"]
+    huge = client.get("/tables/longkeys/rows", params={"order": "t", "limit": 1,
+                                                       "offset": 6})
+    assert huge.json()["next_cursor"] is None
+    assert "offset=7" in huge.headers["link"] and len(huge.headers["link"]) < 200
 
 
 # ---------------------------------------------------------------------- bad cursors

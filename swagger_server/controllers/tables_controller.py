@@ -32,6 +32,7 @@ CSV = "text/csv"
 NDJSON = "application/x-ndjson"
 _FORMATS = [JSON, CSV, NDJSON]
 _QUERY_PARAMS = ("select", "filter", "order", "limit", "offset", "cursor", "count")
+_SINGLE_PARAMS = ("select", "order", "limit", "offset", "cursor", "count")  # filter repeats
 
 
 # ------------------------------------------------------------------ handlers
@@ -47,6 +48,7 @@ def get_table(table: str) -> Response:
 
 
 def get_rows(table: str, **_: Any) -> Response:
+    _single_valued()
     settings = _settings()
     fmt = request.accept_mimetypes.best_match(_FORMATS, default=JSON) or JSON
     if fmt == JSON:
@@ -61,6 +63,7 @@ def get_rows(table: str, **_: Any) -> Response:
 
 
 def get_row(table: str, key: str, **_: Any) -> Response:
+    _single_valued()
     conn = get_db()
     relation = _relation(_catalog(conn), table)
     if not relation.primary_key:
@@ -99,14 +102,19 @@ def _page(settings: Settings, table: str) -> Response:
         data, fetched, last_key, total = cur.fetchone()
         if count == "estimated":
             total = _estimate(cur, q)
-    next_cursor = None
-    next_query: dict[str, str] | None = None
-    if fetched > q.limit:
-        if q.unique:
-            next_cursor = cursors.encode(_secret(settings), _fingerprint(q), last_key)
-            next_query = {"cursor": next_cursor}
-        else:  # no unique order: the next page by offset (see the spec)
-            next_query = {"offset": str(q.offset + q.limit)}
+        next_cursor = None
+        next_query: dict[str, str] | None = None
+        if fetched > q.limit:
+            if q.unique:
+                token = cursors.encode(_secret(settings), _fingerprint(q), last_key)
+                if len(token) <= cursors.MAX_ISSUED_CHARS:
+                    next_cursor = token
+                    next_query = {"cursor": token}
+            if next_query is None:
+                # No unique order, or a key too long for a cursor: the next page by offset
+                # (see the spec), counted from the first row even when this page followed a
+                # cursor.
+                next_query = {"offset": str(_rows_before(cur, q) + q.limit)}
     body = f'{{"data":{data},"next_cursor":{json.dumps(next_cursor)}'
     headers: dict[str, str] = {}
     if total is not None:
@@ -115,6 +123,15 @@ def _page(settings: Settings, table: str) -> Response:
     if next_query is not None:
         headers["Link"] = f'<{_next_url(next_query)}>; rel="next"'
     return Response(body + "}", mimetype=JSON, headers=headers)
+
+
+def _rows_before(cur: Any, q: RowsQuery) -> int:
+    """Rows before this page: its offset, or those up to and including the cursor's row."""
+    if q.after is None:
+        return q.offset
+    statement, params = query.position_sql(q)
+    cur.execute(statement, params)
+    return int(cur.fetchone()[0])
 
 
 def _estimate(cur: Any, q: RowsQuery) -> int:
@@ -187,6 +204,13 @@ def _relation(catalog: Catalog, table: str) -> Relation:
     return relation
 
 
+def _single_valued() -> None:
+    """A parameter that takes one value given twice is a 400, not "the first one wins"."""
+    for name in _SINGLE_PARAMS:
+        if len(request.args.getlist(name)) > 1:
+            raise _bad(name, f"{name}: given more than once; it takes one value")
+
+
 def _limit(default: int, maximum: int) -> int:
     raw = request.args.get("limit")
     if raw is None:
@@ -215,6 +239,9 @@ def _rows_query(settings: Settings, relation: Relation, limit: int) -> RowsQuery
     offset = _offset()
     q = RowsQuery(relation=relation, columns=columns, filters=filters, order=order,
                   unique=unique, offset=offset, limit=limit)
+    problem = _pattern_problem(query.pattern_values(q))
+    if problem is not None:
+        raise problem
     token = args.get("cursor")
     if token is not None:
         if "offset" in args:
@@ -264,30 +291,57 @@ def _parameter_errors() -> Iterator[None]:
         raise _bad(exc.param, str(exc)) from None
 
 
+# Errors that a request value can cause as well as a schema change: a ``regclass``, ``regtype``
+# (...) value naming no relation or type fails its cast with the same error as a query whose
+# relation, column or type was dropped under it.
+_CATALOG_ERRORS = (psycopg2.errors.UndefinedColumn, psycopg2.errors.UndefinedTable,
+                   psycopg2.errors.UndefinedObject, psycopg2.errors.InvalidSchemaName)
+
+
 @contextlib.contextmanager
 def _database_errors(conn: Connection,
                      values: list[tuple[str, Any, str]]) -> Iterator[None]:
-    """Turn what PostgreSQL rejects in a request's values into a 400 naming the column."""
+    """Turn what PostgreSQL rejects in a request's values into a 400 naming the column.
+
+    ``values`` are those cast to their column's type (like/ilike patterns are checked before
+    the query). Whatever else fails (a view dividing by zero, say) is not the client's doing:
+    it is re-raised, a 500 with the request id.
+    """
     try:
         yield
-    except (psycopg2.DataError, psycopg2.errors.CheckViolation) as exc:
+    except (psycopg2.DataError, psycopg2.errors.CheckViolation):
         conn.rollback()
-        raise _value_problem(conn, values, exc) from None
-    except (psycopg2.errors.UndefinedFunction, psycopg2.errors.DatatypeMismatch,
-            psycopg2.errors.IndeterminateDatatype) as exc:
+        problem = _value_problem(conn, values)
+        if problem is None:
+            raise  # no value of the request is at fault
+        raise problem from None
+    except (psycopg2.errors.UndefinedFunction, psycopg2.errors.AmbiguousFunction,
+            psycopg2.errors.DatatypeMismatch, psycopg2.errors.IndeterminateDatatype) as exc:
+        conn.rollback()
+        problem = _value_problem(conn, values)  # e.g. a regproc value naming no function
+        if problem is not None:
+            raise problem from None
         raise ApiProblem(400, "Bad Request",
                          f"not supported for this column type: {_pg_message(exc)}",
                          type=errors.UNSUPPORTED_OPERATION) from None
-    except (psycopg2.errors.UndefinedColumn, psycopg2.errors.UndefinedTable,
-            psycopg2.errors.UndefinedObject) as exc:
+    except _CATALOG_ERRORS as exc:
+        conn.rollback()
+        problem = _value_problem(conn, values)  # e.g. a regclass value naming no table
+        if problem is not None:
+            raise problem from None
         CACHE.invalidate()  # the catalog is stale: the next request reads it again
         raise ApiProblem(503, "Service Unavailable",
                          f"the database schema changed under this request; retry "
                          f"({_pg_message(exc)})", type=errors.CATALOG_CHANGED) from None
 
 
-def _value_problem(conn: Connection, values: list[tuple[str, Any, str]],
-                   exc: psycopg2.Error) -> ApiProblem:
+def _value_problem(conn: Connection, values: list[tuple[str, Any, str]]) -> ApiProblem | None:
+    """The 400 for the first request value PostgreSQL rejects on its own; None if none is.
+
+    Runs after a failed statement, in a fresh transaction: each value is cast alone to its
+    column's type. A value whose cast fails only because the type itself is gone (a stale
+    catalog) is not the client's fault and is not blamed.
+    """
     for param, column, value in values:
         statement, _ = query.cast_check_sql(column)
         try:
@@ -295,20 +349,47 @@ def _value_problem(conn: Connection, values: list[tuple[str, Any, str]],
                 cur.execute(statement, {"v": value})
         except psycopg2.Error as check:
             conn.rollback()
-            shown = value if len(value) <= 80 else value[:80] + "..."
+            if not _type_exists(conn, statement):
+                return None
             if param == "cursor":
                 return ApiProblem(400, "Bad Request",
                                   "cursor: no longer valid for this table (its column types "
                                   "changed); start again without a cursor",
                                   type=errors.INVALID_CURSOR)
-            return ApiProblem(
-                400, "Bad Request",
-                f"{param}: {shown!r} is not a valid {column.type} for column {column.name!r}: "
-                f"{_pg_message(check)}",
-                type=errors.INVALID_VALUE, parameter=param, column=column.name,
-            )
-    return ApiProblem(400, "Bad Request", f"a value was rejected: {_pg_message(exc)}",
-                      type=errors.INVALID_VALUE)
+            return _invalid_value(param, column, value,
+                                  f"is not a valid {column.type} for column {column.name!r}: "
+                                  f"{_pg_message(check)}")
+    return None
+
+
+def _pattern_problem(patterns: list[tuple[str, Any, str]]) -> ApiProblem | None:
+    """The 400 for the first like/ilike pattern PostgreSQL rejects, None if there is none.
+
+    Checked before the query: PostgreSQL only notices a bad pattern when a row's text takes
+    the match far enough, so the same pattern would fail or not depending on the data.
+    """
+    for param, column, value in patterns:
+        reason = query.pattern_error(value)
+        if reason is not None:
+            return _invalid_value(param, column, value,
+                                  f"is not a valid pattern for column {column.name!r}: {reason}")
+    return None
+
+
+def _type_exists(conn: Connection, cast_statement: Any) -> bool:
+    try:
+        with conn.cursor() as cur:
+            cur.execute(cast_statement, {"v": None})
+        return True
+    except psycopg2.Error:
+        conn.rollback()
+        return False
+
+
+def _invalid_value(param: str, column: Any, value: str, why: str) -> ApiProblem:
+    shown = value if len(value) <= 80 else value[:80] + "..."
+    return ApiProblem(400, "Bad Request", f"{param}: {shown!r} {why}",
+                      type=errors.INVALID_VALUE, parameter=param, column=column.name)
 
 
 def _pg_message(exc: psycopg2.Error) -> str:
