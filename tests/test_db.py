@@ -39,10 +39,16 @@ def test_concurrent_first_use_creates_exactly_one_pool(settings):
     assert len(set(seen)) == 1
 
 
-def test_get_db_keeps_one_connection_per_request_and_close_db_returns_it(settings):
+@pytest.fixture
+def app(settings) -> flask.Flask:
+    """A bare Flask app with the db integration, as create_app wires it."""
     app = flask.Flask(__name__)
     app.config["SETTINGS"] = settings
     db.init_app(app)
+    return app
+
+
+def test_get_db_keeps_one_connection_per_request_and_close_db_returns_it(app):
     with app.app_context():
         first = db.get_db()
         assert db.get_db() is first  # the same connection for the whole request
@@ -72,10 +78,7 @@ def test_init_pool_replaces_the_process_pool(settings):
     assert new is not old and old.closed and db.get_pool() is new
 
 
-def test_close_db_gives_back_to_the_pool_it_came_from(settings):
-    app = flask.Flask(__name__)
-    app.config["SETTINGS"] = settings
-    db.init_app(app)
+def test_close_db_gives_back_to_the_pool_it_came_from(app):
     with app.app_context():
         conn = db.get_db()
         old = db.get_pool()
