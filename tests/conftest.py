@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import tempfile
@@ -49,6 +50,16 @@ def make_settings(dsn: str, **sections: dict[str, Any]) -> Settings:
             settings, **{name: dataclasses.replace(getattr(settings, name), **values)}
         )
     return settings
+
+
+@contextlib.contextmanager
+def app_client(dsn: str, **sections: dict[str, Any]) -> Iterator[TestClient]:
+    """A test client on a new app for ``dsn``; the process pool is fresh and closed after."""
+    db.close_pool()  # the pool is per process: a new app with new settings gets a new pool
+    try:
+        yield create_app(make_settings(dsn, **sections)).test_client()
+    finally:
+        db.close_pool()
 
 
 @pytest.fixture

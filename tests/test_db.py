@@ -9,6 +9,7 @@ import pytest
 
 from swagger_server import db
 from tests.conftest import make_settings
+from tests.threads import run_concurrently
 
 
 @pytest.fixture
@@ -30,11 +31,7 @@ def test_concurrent_first_use_creates_exactly_one_pool(settings):
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=first_use) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    run_concurrently(first_use, 16, timeout=10)
     assert not errors
     assert len(set(seen)) == 1
 

@@ -14,9 +14,7 @@ import psycopg2
 import pytest
 from starlette.testclient import TestClient
 
-from swagger_server import db
-from swagger_server.app import create_app
-from tests.conftest import make_settings
+from tests.conftest import app_client
 from tests.pg import TestDatabase, seeded_database
 
 SCHEMA = """
@@ -46,9 +44,8 @@ def dsn(database: TestDatabase) -> str:
 
 @pytest.fixture(scope="module")
 def client(dsn: str) -> Iterator[TestClient]:
-    db.close_pool()
-    yield create_app(make_settings(dsn, pool={"statement_timeout": 2000})).test_client()
-    db.close_pool()
+    with app_client(dsn, pool={"statement_timeout": 2000}) as client:
+        yield client
 
 
 def snapshot(dsn: str) -> tuple[Any, ...]:

@@ -22,6 +22,7 @@ from swagger_server.pool import (
     PoolTimeout,
 )
 from tests.pg import TestDatabase
+from tests.threads import run_concurrently
 
 STATS_KEYS = {
     "pid", "min_size", "max_size", "size", "idle", "in_use", "waiting", "requests_total",
@@ -444,11 +445,7 @@ def test_many_threads_share_a_small_pool(make_pool, database):
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(threads_n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    run_concurrently(work, threads_n, timeout=60)
     assert not errors
     stats = pool.stats()
     assert stats["requests_total"] == threads_n * rounds
@@ -473,11 +470,7 @@ def test_timeouts_under_contention_leave_the_pool_consistent(make_pool):
         with lock:
             outcomes.append(result)
 
-    threads = [threading.Thread(target=work) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    run_concurrently(work, 20)
     assert len(outcomes) == 20
     assert "ok" in outcomes and "timeout" in outcomes
     stats = pool.stats()

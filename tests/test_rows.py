@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from swagger_server import db
 from swagger_server.app import create_app
-from tests.conftest import make_settings
+from tests.conftest import app_client, make_settings
 from tests.pg import TestDatabase, seeded_database
 
 SCHEMA = r"""
@@ -69,9 +69,8 @@ def dsn(database: TestDatabase) -> str:
 
 @pytest.fixture(scope="module")
 def client(dsn: str) -> Iterator[TestClient]:
-    db.close_pool()
-    yield create_app(make_settings(dsn, api={"max_rows": 50, "default_limit": 4})).test_client()
-    db.close_pool()
+    with app_client(dsn, api={"max_rows": 50, "default_limit": 4}) as client:
+        yield client
 
 
 def rows(client: TestClient, table: str = "items", **params: Any) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from swagger_server import db
 from swagger_server.app import create_app
-from tests.conftest import make_settings
+from tests.conftest import app_client, make_settings
 from tests.pg import TestDatabase, seeded_database
 
 # 400 rows; a and b have many duplicates and NULLs, so the tiebreaker and the NULL handling of
@@ -74,9 +74,8 @@ def dsn(database: TestDatabase) -> str:
 
 @pytest.fixture(scope="module")
 def client(dsn: str) -> Iterator[TestClient]:
-    db.close_pool()
-    yield create_app(make_settings(dsn)).test_client()
-    db.close_pool()
+    with app_client(dsn) as client:
+        yield client
 
 
 def expected(dsn: str, sql_order: str, where: str = "true") -> list[int]:
