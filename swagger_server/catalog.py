@@ -78,21 +78,20 @@ class Relation:
     def column(self, name: str) -> Column | None:
         return self.by_name.get(name)
 
-    def summary(self) -> dict[str, object]:
+    def _identity(self) -> dict[str, object]:
         return {
             "schema": self.schema,
             "name": self.name,
             "kind": self.kind,
             "primary_key": list(self.primary_key),
-            "estimated_rows": self.estimated_rows,
         }
+
+    def summary(self) -> dict[str, object]:
+        return {**self._identity(), "estimated_rows": self.estimated_rows}
 
     def describe(self) -> dict[str, object]:
         return {
-            "schema": self.schema,
-            "name": self.name,
-            "kind": self.kind,
-            "primary_key": list(self.primary_key),
+            **self._identity(),
             "columns": [
                 {"name": c.name, "type": c.display_type, "nullable": c.nullable}
                 for c in self.columns

@@ -231,7 +231,8 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             grant = _NEW
         elif isinstance(grant, _Slot) and not self._alive(grant):
             # Dead: every idle connection checked before this moment is suspect too (the
-            # database probably restarted), so each is pinged on its next checkout.
+            # database probably restarted): the maintenance thread pings them now, and a
+            # checkout that gets one first pings it itself.
             self._suspect_before = time.monotonic()
             self._wake.set()  # wake the maintenance thread to test the other idle ones now
             self._discard(grant, "dead on checkout", free=False)
