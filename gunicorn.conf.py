@@ -1,8 +1,12 @@
 """gunicorn settings and hooks, read from ./gunicorn.conf.py by ``gunicorn wsgi:application``.
 
-- The master starts the embedded PostgreSQL when no database is configured (``on_starting``),
-  builds the app once to fail fast on a broken spec or setting, and stops the server on exit.
-- Each worker creates its own pool after fork (``post_fork``) and closes it (``worker_exit``).
+- The master reads the settings once, here; ``on_starting`` starts the embedded PostgreSQL when
+  no database is configured, makes the cursor key, warns about misspelt variables and a pool
+  budget the database cannot honour, builds the app once to fail fast on a broken spec or
+  setting, and stops the server on exit.
+- Each worker inherits the master's settings object through fork: its pool (``post_fork``) and
+  its app (``wsgi.application``) use it, never a second read of the files. It closes its pool
+  in ``worker_exit``.
 """
 
 from __future__ import annotations
@@ -10,12 +14,12 @@ from __future__ import annotations
 import signal
 import sys
 
-from swagger_server import db, embedded
+from swagger_server import capacity, config, cursors, db, embedded
 from swagger_server.app import StartupError, create_app
 from swagger_server.config import ConfigError, load_settings
 
 try:
-    _settings = load_settings()
+    _settings = config.set_process_settings(load_settings())
 except ConfigError as exc:
     sys.exit(f"configuration error: {exc}")
 
@@ -49,8 +53,14 @@ _embedded_server: embedded.EmbeddedPostgres | None = None
 
 def on_starting(server):
     global _embedded_server, _settings
+    for warning in config.unknown_variables():
+        server.log.warning(warning)
     _embedded_server = embedded.start_if_needed(_settings)
-    _settings = load_settings()  # now with the embedded DSN, for the workers to inherit
+    # The same settings, now with the embedded DSN: what every worker inherits.
+    _settings = config.set_process_settings(config.with_embedded_dsn(_settings))
+    if not _settings.api.cursor_secret:
+        cursors.generated_secret()  # made before fork: every worker signs with the same key
+        server.log.warning(cursors.RANDOM_KEY_WARNING)
     try:
         create_app(_settings)
     except (StartupError, ConfigError) as exc:
@@ -58,6 +68,18 @@ def on_starting(server):
         on_exit(server)
         sys.exit(1)
     server.log.info("database: %s (%s)", _settings.database.safe_dsn, _settings.database.source)
+    _check_connection_budget(server)
+
+
+def _check_connection_budget(server):
+    """Warn when workers x POOL_MAX_SIZE does not fit the server's max_connections."""
+    if _settings.database.dsn is None:
+        return
+    warning = capacity.connection_budget_warning(
+        _settings.database.dsn, server.cfg.workers, _settings.pool.max_size
+    )
+    if warning:
+        server.log.warning(warning)
 
 
 def on_exit(server):
@@ -66,7 +88,7 @@ def on_exit(server):
 
 
 def post_fork(server, worker):
-    db.init_pool(_settings)
+    db.init_pool(config.process_settings())  # the master's object, inherited
 
 
 def post_worker_init(worker):

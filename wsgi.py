@@ -2,6 +2,8 @@
 and the hooks). Development: ``python wsgi.py`` (one uvicorn process).
 
 ``application`` is the Connexion app itself, not its inner Flask app, which has no API routes.
+Under gunicorn it is built from the settings the master read and the worker inherited
+(``config.process_settings()``), not from a second read of the configuration.
 """
 
 from __future__ import annotations
@@ -10,21 +12,32 @@ import logging
 import signal
 import sys
 
-from swagger_server import db, embedded
+from swagger_server import config, cursors, db, embedded
 from swagger_server.app import create_app
-from swagger_server.config import load_settings
+
+log = logging.getLogger("swagger_server.wsgi")
 
 
 def main() -> None:
-    settings = load_settings()
+    try:
+        settings = config.load_settings()
+    except config.ConfigError as exc:
+        sys.exit(f"configuration error: {exc}")
     logging.basicConfig(level=settings.server.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for warning in config.unknown_variables():
+        log.warning(warning)
     server = embedded.start_if_needed(settings)
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exit that runs the
     # finally block below, so the embedded server is stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # The same settings, now with the embedded server's DSN, for the pool and the app.
+    settings = config.set_process_settings(config.with_embedded_dsn(settings))
+    if not settings.api.cursor_secret:
+        cursors.generated_secret()
+        log.warning(cursors.RANDOM_KEY_WARNING)
     try:
-        app = create_app()  # settings again: they now see the embedded server's DSN
+        app = create_app(settings)
         host, _, port = settings.server.bind.rpartition(":")
         app.run(host=host, port=int(port), log_level=settings.server.log_level)
     finally:
@@ -36,4 +49,4 @@ def main() -> None:
 if __name__ == "__main__":
     main()
 else:
-    application = create_app()
+    application = create_app(config.process_settings())

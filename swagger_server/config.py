@@ -8,13 +8,19 @@ A bad value raises :class:`ConfigError` with one line naming the key and what is
 from __future__ import annotations
 
 import configparser
+import dataclasses
+import difflib
+import math
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg2.extensions
+
+from swagger_server.capacity import available_cpus
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Set by whoever starts the embedded server (gunicorn master, wsgi.py) for the processes it forks.
@@ -65,7 +71,8 @@ class CorsSettings:
 @dataclass(frozen=True)
 class ServerSettings:
     bind: str = "127.0.0.1:8000"
-    workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    # The CPUs this process may run on (affinity, cgroup quota), not the host's count.
+    workers: int = field(default_factory=available_cpus)
     worker_class: str = "uvicorn"
     timeout: int = 30
     log_level: str = "info"
@@ -100,31 +107,52 @@ class Settings:
 
 # --- value parsers: each takes the raw text and returns the value or raises ValueError(why) ---
 
-def _int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+# PostgreSQL's integer settings (statement_timeout, in milliseconds) and libpq's integer
+# connection parameters are C ints: a larger value makes every connection attempt fail.
+PG_INT_MAX = 2_147_483_647
+PG_BIGINT_MAX = 2**63 - 1  # what a LIMIT accepts
+
+
+@dataclass(frozen=True)
+class _Number:
+    """A whole number or a number of seconds within ``[minimum, maximum]``."""
+
+    minimum: float
+    maximum: float | None
+    whole: bool
+
+    def __call__(self, raw: str) -> Any:
         try:
-            value = int(raw)
+            value: float = int(raw) if self.whole else float(raw)
         except ValueError:
-            raise ValueError(f"expected an integer, got {raw!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-            raise ValueError(f"must be {bound}, got {value}")
+            expected = "an integer" if self.whole else "a number of seconds"
+            raise ValueError(f"expected {expected}, got {raw!r}") from None
+        within = math.isfinite(value) and value >= self.minimum and (
+            self.maximum is None or value <= self.maximum
+        )
+        if not within:
+            shown = value if self.whole else repr(raw)
+            finite = "" if self.whole else "a finite number "
+            raise ValueError(f"must be {finite}{self._range()}, got {shown}")
         return value
 
-    return parse
+    def _range(self) -> str:
+        low = _plain(self.minimum)
+        if self.maximum is None:
+            return f">= {low}"
+        return f"between {low} and {_plain(self.maximum)}"
 
 
-def _seconds(minimum: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"expected a number of seconds, got {raw!r}") from None
-        if not value >= minimum or value == float("inf"):
-            raise ValueError(f"must be a finite number >= {minimum}, got {raw!r}")
-        return value
+def _plain(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)
 
-    return parse
+
+def _int(minimum: int, maximum: int | None = None) -> _Number:
+    return _Number(minimum, maximum, whole=True)
+
+
+def _seconds(minimum: float, maximum: float | None = None) -> _Number:
+    return _Number(minimum, maximum, whole=False)
 
 
 def _names(raw: str) -> tuple[str, ...]:
@@ -179,24 +207,32 @@ class _Key:
         return f"{self.section}_{self.key}"
 
 
-# One table for every key but [POSTGRES], which is assembled into a DSN below.
+# Upper bounds: what PostgreSQL and libpq accept where they apply (milliseconds and libpq's
+# integers are C ints), otherwise far above any sane value but low enough that a typo (an extra
+# zero or three) is caught at start rather than found in production.
+_HOUR = 3600
+_DAY = 24 * _HOUR
+_WEEK = 7 * _DAY
+
+# One table for every key but [POSTGRES], which is assembled into a DSN below. Every number has
+# both bounds (tests/test_config.py checks that for keys added later too).
 _KEYS: dict[str, tuple[_Key, ...]] = {
     "pool": (
-        _Key("POOL", "MIN_SIZE", "min_size", _int(0)),
-        _Key("POOL", "MAX_SIZE", "max_size", _int(1)),
-        _Key("POOL", "ACQUIRE_TIMEOUT", "acquire_timeout", _seconds(0.001)),
-        _Key("POOL", "MAX_LIFETIME", "max_lifetime", _seconds(1)),
-        _Key("POOL", "MAX_IDLE", "max_idle", _seconds(1)),
-        _Key("POOL", "CHECK_AFTER_IDLE", "check_after_idle", _seconds(0)),
-        _Key("POOL", "STATEMENT_TIMEOUT", "statement_timeout", _int(0)),
-        _Key("POOL", "CONNECT_TIMEOUT", "connect_timeout", _seconds(1)),
+        _Key("POOL", "MIN_SIZE", "min_size", _int(0, 1000)),
+        _Key("POOL", "MAX_SIZE", "max_size", _int(1, 1000)),
+        _Key("POOL", "ACQUIRE_TIMEOUT", "acquire_timeout", _seconds(0.001, _HOUR)),
+        _Key("POOL", "MAX_LIFETIME", "max_lifetime", _seconds(1, _WEEK)),
+        _Key("POOL", "MAX_IDLE", "max_idle", _seconds(1, _WEEK)),
+        _Key("POOL", "CHECK_AFTER_IDLE", "check_after_idle", _seconds(0, _DAY)),
+        _Key("POOL", "STATEMENT_TIMEOUT", "statement_timeout", _int(0, PG_INT_MAX)),
+        _Key("POOL", "CONNECT_TIMEOUT", "connect_timeout", _seconds(1, _HOUR)),
     ),
     "cors": (_Key("CORS", "ORIGINS", "origins", _names),),
     "server": (
         _Key("SERVER", "BIND", "bind", _bind),
         _Key("SERVER", "WORKERS", "workers", _int(1, 256)),
         _Key("SERVER", "WORKER_CLASS", "worker_class", _choice("asgi", "uvicorn")),
-        _Key("SERVER", "TIMEOUT", "timeout", _int(1)),
+        _Key("SERVER", "TIMEOUT", "timeout", _int(1, _DAY)),
         _Key("SERVER", "LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error")),
     ),
     "embedded": (_Key("EMBEDDED", "DATA_DIR", "data_dir", _path),),
@@ -204,10 +240,10 @@ _KEYS: dict[str, tuple[_Key, ...]] = {
         _Key("API", "SCHEMAS", "schemas", _nonempty_names),
         _Key("API", "TABLES", "tables", _nonempty_names),
         _Key("API", "EXCLUDE", "exclude", _names),
-        _Key("API", "CATALOG_TTL", "catalog_ttl", _seconds(0)),
-        _Key("API", "DEFAULT_LIMIT", "default_limit", _int(1)),
-        _Key("API", "MAX_ROWS", "max_rows", _int(1)),
-        _Key("API", "MAX_EXPORT_ROWS", "max_export_rows", _int(1)),
+        _Key("API", "CATALOG_TTL", "catalog_ttl", _seconds(0, _DAY)),
+        _Key("API", "DEFAULT_LIMIT", "default_limit", _int(1, 100_000)),
+        _Key("API", "MAX_ROWS", "max_rows", _int(1, 100_000)),
+        _Key("API", "MAX_EXPORT_ROWS", "max_export_rows", _int(1, PG_BIGINT_MAX)),
         _Key("API", "CURSOR_SECRET", "cursor_secret", _text),
     ),
 }
@@ -244,26 +280,74 @@ def _raw(parser: configparser.ConfigParser, env: Mapping[str, str], section: str
     return None, None
 
 
+# libpq's integer connection parameters that matter to the pool. A value libpq rejects makes
+# every connection attempt fail (503 forever): check them at start instead. connect_timeout 0
+# means "wait forever" to libpq, which a pool must never do.
+_DSN_INTEGERS: dict[str, _Number] = {
+    "connect_timeout": _int(1, _HOUR),
+    "keepalives": _int(0, 1),
+    "keepalives_idle": _int(0, PG_INT_MAX),
+    "keepalives_interval": _int(0, PG_INT_MAX),
+    "keepalives_count": _int(0, PG_INT_MAX),
+    "tcp_user_timeout": _int(0, PG_INT_MAX),
+}
+_PORT = _int(1, 65535)
+
+
+def _check_dsn(params: Mapping[str, str], where: str) -> None:
+    """Refuse a port or integer parameter libpq would reject, naming it but not its value.
+
+    Values are not echoed: in a URL with an unencoded ``/`` or ``#`` in the password, part of
+    the password ends up in the port.
+    """
+    for port in params.get("port", "").split(","):
+        if port.strip() and not _valid(_PORT, port):
+            raise ConfigError(
+                f"{where}: the port is not a number between 1 and 65535 (in a URL, a password "
+                "with / # ? @ : or % must be percent-encoded)"
+            )
+    for name, number in _DSN_INTEGERS.items():
+        if name in params and not _valid(number, params[name]):
+            raise ConfigError(f"{where}: {name} must be an integer {number._range()}")
+
+
+def _valid(number: _Number, raw: str) -> bool:
+    try:
+        number(raw.strip())
+    except ValueError:
+        return False
+    return True
+
+
 def _database(parser: configparser.ConfigParser, env: Mapping[str, str]) -> DatabaseSettings:
     url = env.get("DATABASE_URL", "").strip()
     if url:
         try:
-            psycopg2.extensions.parse_dsn(url)
+            params = psycopg2.extensions.parse_dsn(url)
         except psycopg2.ProgrammingError:
             # The message of parse_dsn may quote the URL, password included: do not echo it.
             raise ConfigError("DATABASE_URL: not a valid libpq connection string") from None
+        _check_dsn(params, "DATABASE_URL")
         return DatabaseSettings(dsn=url, source="DATABASE_URL")
-    raw = {key: _raw(parser, env, "POSTGRES", key)[0] for key in _POSTGRES_KEYS}
-    if not (raw["URL"] or "").strip():
+    host, origin = _raw(parser, env, "POSTGRES", "URL")
+    if not (host or "").strip():
         # Nothing configured: the embedded server, once started, publishes its DSN here.
         return DatabaseSettings(dsn=env.get(EMBEDDED_DSN_ENV) or None)
+    if "://" in host:
+        # A connection URL in the host key: it would be logged as a host name, password and
+        # all. Never echo it.
+        raise ConfigError(
+            f"{origin}: is a host name, but holds a connection URL: "
+            "put the URL in the DATABASE_URL environment variable instead"
+        )
+    raw = {key: _raw(parser, env, "POSTGRES", key)[0] for key in _POSTGRES_KEYS}
     port = (raw["PORT"] or "5432").strip()
     try:
-        _int(1, 65535)(port)
+        _PORT(port)
     except ValueError as exc:
         raise ConfigError(f"POSTGRES_PORT: {exc}") from None
     params = {
-        "host": raw["URL"].strip(),
+        "host": host.strip(),
         "port": port,
         "user": (raw["USER"] or "").strip() or None,
         "password": raw["PW"] or None,
@@ -326,12 +410,106 @@ def load_settings(
     return Settings(database=_database(parser, env), **groups)
 
 
+# libpq parameters that hold a secret (its own table marks them "*" = password, or "D" = debug
+# only, for the SCRAM keys); the rest are names, numbers, modes or paths (sslkey, passfile).
+SECRET_DSN_PARAMS = frozenset(
+    {"password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key"}
+)
+
+
+def _is_secret_param(name: str) -> bool:
+    # Also whatever a later libpq adds under a telling name.
+    return name in SECRET_DSN_PARAMS or "password" in name or "secret" in name or (
+        name.endswith("_key")
+    )
+
+
 def mask_dsn(dsn: str) -> str:
-    """A DSN with its password replaced by ``***``; safe to log."""
+    """A DSN with every secret parameter replaced by ``***``; safe to log."""
     try:
         params = psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError:
         return "(unparseable DSN)"
-    if "password" in params:
-        params["password"] = "***"  # noqa: S105 (the mask, not a password)
-    return " ".join(f"{k}={v}" for k, v in params.items())
+    return " ".join(
+        f"{name}={'***' if _is_secret_param(name) else value}" for name, value in params.items()
+    )
+
+
+# --- start-up checks of the environment --------------------------------------------------------
+
+# Prefixes of the variables this service reads; one of them that names no key is a typo.
+_ENV_PREFIXES = ("POOL_", "API_", "SERVER_", "CORS_", "AUTH_", "EMBEDDED_", "POSTGRES_")
+# Names other tools use (the postgres image's, libpq's) that spelling alone does not lead from.
+_ALIASES = {
+    "POSTGRES_PASSWORD": "POSTGRES_PW",
+    "POSTGRES_PASS": "POSTGRES_PW",
+    "POSTGRES_HOST": "POSTGRES_URL",
+    "POSTGRES_HOSTNAME": "POSTGRES_URL",
+    "POSTGRES_DATABASE": "POSTGRES_DB",
+    "POSTGRES_DBNAME": "POSTGRES_DB",
+}
+
+
+def known_variables() -> frozenset[str]:
+    names = {spec.env for keys in _KEYS.values() for spec in keys}
+    return frozenset(names | {f"POSTGRES_{key}" for key in _POSTGRES_KEYS})
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per environment variable with our prefixes that matches no key.
+
+    Only names are reported, never values: a misspelt ``POSTGRES_PASSWORD`` holds a secret.
+    """
+    env = os.environ if environ is None else environ
+    known = known_variables()
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith(_ENV_PREFIXES) or name in known:
+            continue
+        close = [_ALIASES[name]] if name in _ALIASES else difflib.get_close_matches(
+            name, known, n=1, cutoff=0.75
+        )
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"environment variable {name} matches no setting and is ignored{hint}")
+    return warnings
+
+
+# --- one Settings object per process -----------------------------------------------------------
+
+_process_settings: Settings | None = None
+_process_lock = threading.Lock()
+
+
+def set_process_settings(settings: Settings) -> Settings:
+    """Make ``settings`` this process's (and its forked children's) settings; returns them.
+
+    The gunicorn master and ``python wsgi.py`` call this once they have loaded the settings and
+    started the embedded server. A worker inherits them through fork: its pool and its app use
+    that same object, never a second read of a file that may have changed since.
+    """
+    global _process_settings
+    with _process_lock:
+        _process_settings = settings
+    return settings
+
+
+def process_settings() -> Settings:
+    """This process's settings: those its starter set (inherited through fork), else read now,
+    once (a server other than gunicorn importing ``wsgi``)."""
+    global _process_settings
+    with _process_lock:
+        if _process_settings is None:
+            _process_settings = load_settings()
+        return _process_settings
+
+
+def with_embedded_dsn(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
+    """``settings`` pointing at the embedded server started after they were loaded.
+
+    The starter publishes the server's DSN in the environment; nothing else is read again.
+    """
+    env = os.environ if environ is None else environ
+    dsn = env.get(EMBEDDED_DSN_ENV)
+    if not settings.database.embedded or settings.database.dsn or not dsn:
+        return settings
+    return dataclasses.replace(settings, database=DatabaseSettings(dsn=dsn))

@@ -6,10 +6,12 @@ fingerprint hashes the relation, the resolved order (columns, types, directions,
 tiebreaker included), so a cursor from another table or order is refused, as is any edited byte.
 Filters and ``select`` are not part of it: a cursor means "continue after this row".
 
-The secret is ``[API] CURSOR_SECRET``. When empty, it is derived from the database DSN (same on
-every worker and across restarts, so cursors survive both; as secret as the DSN's password).
-Set ``CURSOR_SECRET`` in production. Cursors are integrity-checked, not encrypted: their values
-are the last row's key, which the client has just received anyway.
+The secret is ``[API] CURSOR_SECRET``. When empty, it is 32 random bytes made once per start:
+the gunicorn master makes it before it forks (:func:`generated_secret`), so all its workers share
+it; cursors then do not survive a restart. It is never derived from anything guessable: a key
+derived from the DSN let anyone holding a cursor test password guesses offline. Cursors are
+integrity-checked, not encrypted: their values are the last row's key, which the client has just
+received anyway.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import binascii
 import hashlib
 import hmac
 import json
+import secrets
+import threading
 from collections.abc import Sequence
 
 _SIGNATURE_BYTES = 16
@@ -32,10 +36,28 @@ class CursorError(ValueError):
     """The cursor is garbled, tampered with or belongs to another table or order."""
 
 
-def secret_for(configured: str, dsn: str | None) -> bytes:
-    if configured:
-        return configured.encode("utf-8")
-    return hashlib.sha256(b"pgrest cursor v1\0" + (dsn or "").encode("utf-8")).digest()
+RANDOM_KEY_WARNING = (
+    "[API] CURSOR_SECRET is not set: pagination cursors are signed with a random key made at "
+    "this start, so cursors issued before a restart will be refused (400) after it; set "
+    "API_CURSOR_SECRET to a long random string to keep them valid"
+)
+
+_generated: bytes | None = None
+_generated_lock = threading.Lock()
+
+
+def generated_secret() -> bytes:
+    """This process's random key, made on first use; a forked worker inherits its master's."""
+    global _generated
+    with _generated_lock:
+        if _generated is None:
+            _generated = secrets.token_bytes(32)
+        return _generated
+
+
+def secret_for(configured: str) -> bytes:
+    """The signing key: ``CURSOR_SECRET`` when set, else this start's random key."""
+    return configured.encode("utf-8") if configured else generated_secret()
 
 
 def fingerprint(parts: Sequence[object]) -> str:

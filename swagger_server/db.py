@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
+from typing import Any
 
+import psycopg2.extensions
 from flask import Flask, current_app, g
 
 from swagger_server.config import Settings
@@ -24,13 +27,54 @@ _pool: ConnectionPool | None = None
 _pool_lock = threading.Lock()
 
 
-def connect_options(settings: Settings) -> str:
-    """Session defaults sent in the startup packet: no extra round trip per connection."""
-    # The service only reads: every transaction is read-only unless a caller says otherwise.
-    return (
-        f"-c statement_timeout={settings.pool.statement_timeout} "
-        "-c default_transaction_read_only=on"
+# Always ours, whatever the DSN says: the service's promise that a transaction is read-only
+# unless its code asks otherwise.
+_ENFORCED_OPTIONS = "-c default_transaction_read_only=on"
+_READ_ONLY_SWITCH = re.compile(r"default[_-]transaction[_-]read[_-]only", re.IGNORECASE)
+
+
+def connect_options(settings: Settings, user_options: str = "") -> str:
+    """Session settings sent in the startup packet: no extra round trip per connection.
+
+    PostgreSQL applies the ``-c`` switches in order and the last one for a name wins, so the
+    order says who wins: our defaults first, then the DSN's ``options`` (a user's
+    ``statement_timeout`` or ``search_path`` beats ours), then what the service enforces.
+    """
+    defaults = f"-c statement_timeout={settings.pool.statement_timeout}"
+    return " ".join(part for part in (defaults, user_options.strip(), _ENFORCED_OPTIONS) if part)
+
+
+# Over TCP, notice a peer that vanished (no ACKs) instead of waiting for the kernel's two-hour
+# keepalive default; ignored on Unix sockets. tcp_user_timeout: sent data unacknowledged this
+# long means the peer is gone (a long query is not affected: the server acknowledges the query
+# at once).
+_TCP_DEFAULTS: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+
+
+def connection_params(settings: Settings, pid: int | None = None) -> dict[str, Any]:
+    """The pool's connection parameters merged with the DSN's: a parameter the DSN gives wins
+    (application_name, connect_timeout, keepalives*, tcp_user_timeout); ``options`` are
+    combined (see :func:`connect_options`).
+
+    Keyword arguments to ``psycopg2.connect`` replace the DSN's parameters of the same name,
+    so only what the DSN leaves unset is passed, plus the merged ``options``.
+    """
+    assert settings.database.dsn is not None
+    given = psycopg2.extensions.parse_dsn(settings.database.dsn)
+    params: dict[str, Any] = {k: v for k, v in _TCP_DEFAULTS.items() if k not in given}
+    params["options"] = connect_options(settings, given.get("options", ""))
+    params["application_name"] = given.get(
+        "application_name", f"{SERVICE_NAME} worker {pid or os.getpid()}"
     )
+    # Validated at start (config.py): a whole number of seconds >= 1.
+    params["connect_timeout"] = float(given.get("connect_timeout", settings.pool.connect_timeout))
+    return params
 
 
 def create_pool(settings: Settings) -> ConnectionPool:
@@ -42,6 +86,11 @@ def create_pool(settings: Settings) -> ConnectionPool:
     pool = settings.pool
     pid = os.getpid()
     log.info("creating pool for pid %s on %s", pid, settings.database.safe_dsn)
+    params = connection_params(settings, pid)
+    if _READ_ONLY_SWITCH.search(psycopg2.extensions.parse_dsn(settings.database.dsn).get(
+            "options", "")):
+        log.warning("the DSN's options set default_transaction_read_only: ignored, the service "
+                    "always starts its transactions read-only")
     return ConnectionPool(
         settings.database.dsn,
         min_size=pool.min_size,
@@ -50,18 +99,7 @@ def create_pool(settings: Settings) -> ConnectionPool:
         max_lifetime=pool.max_lifetime,
         max_idle=pool.max_idle,
         check_after_idle=pool.check_after_idle,
-        connect_timeout=pool.connect_timeout,
-        application_name=f"{SERVICE_NAME} worker {pid}",
-        options=connect_options(settings),
-        # Over TCP, notice a peer that vanished (no ACKs) instead of waiting for the kernel's
-        # two-hour keepalive default; ignored on Unix sockets.
-        keepalives=1,
-        keepalives_idle=30,
-        keepalives_interval=10,
-        keepalives_count=3,
-        # Sent data unacknowledged this long: the peer is gone (a long query is not affected:
-        # the server acknowledges the query at once).
-        tcp_user_timeout=10_000,
+        **params,
     )
 
 

@@ -6,7 +6,6 @@ Every test passes ``environ`` explicitly, so none depends on the real environmen
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import psycopg2.extensions
 import pytest
 
 from swagger_server import config
+from swagger_server.capacity import available_cpus
 from swagger_server.config import (
     EMBEDDED_DSN_ENV,
     PROJECT_ROOT,
@@ -72,7 +72,7 @@ def test_defaults_without_file_or_environment(empty_cwd: Path) -> None:
     assert not settings.cors.enabled
     server = settings.server
     assert server.bind == "127.0.0.1:8000"
-    assert server.workers == (os.cpu_count() or 2)
+    assert server.workers == available_cpus()
     assert server.worker_class == "uvicorn"
     assert server.timeout == 30
     assert server.log_level == "info"
@@ -521,3 +521,254 @@ def test_a_misspelt_section_or_key_is_refused(tmp_path: Path, text: str, expecte
     with pytest.raises(ConfigError) as info:
         load_settings(path=write_ini(tmp_path, text), environ={})
     assert str(info.value) == expected
+
+
+# --- [POSTGRES] URL is a host, not a URL (issue 6, item 11) ------------------------------------
+
+@pytest.mark.parametrize("url", [f"postgresql://app:{PASSWORD}@db.internal:5432/shop",
+                                 f"postgres://app:{PASSWORD}@db.internal/shop"])
+def test_a_url_in_postgres_url_is_refused_without_echoing_it(tmp_path: Path, url: str) -> None:
+    path = write_ini(tmp_path, f"[POSTGRES]\nURL = {url}\n")
+    message = config_error(path=path)
+    assert message.startswith("[POSTGRES] URL:"), message
+    assert "DATABASE_URL" in message
+    assert PASSWORD not in message and "db.internal" not in message
+
+
+def test_a_url_in_the_postgres_url_variable_names_the_variable(empty_cwd: Path) -> None:
+    message = config_error(POSTGRES_URL=f"postgresql://app:{PASSWORD}@db/shop")
+    assert message.startswith("POSTGRES_URL:"), message
+    assert "DATABASE_URL" in message
+    assert PASSWORD not in message
+
+
+@pytest.mark.parametrize("param", ["password", "sslpassword"])
+def test_secret_libpq_parameters_are_masked(empty_cwd: Path, param: str) -> None:
+    dsn = f"host=db user=app sslmode=require sslkey=/etc/key.pem {param}={PASSWORD}"
+    safe = load_settings(environ={"DATABASE_URL": dsn}).database.safe_dsn
+    assert PASSWORD not in safe
+    assert f"{param}=***" in safe
+    assert "sslkey=/etc/key.pem" in safe  # a path, not a secret: still shown
+
+
+def _libpq_parameters() -> list[tuple[str, str]]:
+    """``(keyword, dispchar)`` of every connection parameter the libpq psycopg2 uses knows."""
+    import ctypes
+
+    libpq = next(line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+                 if "/libpq" in line)
+    lib = ctypes.CDLL(libpq)
+
+    class Option(ctypes.Structure):
+        _fields_ = [
+            *((name, ctypes.c_char_p)
+              for name in ("keyword", "envvar", "compiled", "val", "label", "dispchar")),
+            ("dispsize", ctypes.c_int),
+        ]
+
+    lib.PQconndefaults.restype = ctypes.POINTER(Option)
+    options = lib.PQconndefaults()
+    found = []
+    index = 0
+    while options[index].keyword:
+        found.append((options[index].keyword.decode(), options[index].dispchar.decode()))
+        index += 1
+    lib.PQconninfoFree(options)
+    return found
+
+
+def test_every_parameter_libpq_marks_as_a_password_is_masked() -> None:
+    parameters = _libpq_parameters()
+    secret = [name for name, dispchar in parameters if dispchar == "*"]
+    assert {"password", "sslpassword"} <= set(secret), parameters
+    for name in secret:
+        masked = config.mask_dsn(f"host=db {name}={PASSWORD}")
+        assert PASSWORD not in masked and f"{name}=***" in masked
+    # Names a newer libpq knows (PostgreSQL 18: OAuth, SCRAM pass-through keys) are masked too.
+    for name in config.SECRET_DSN_PARAMS:
+        assert config._is_secret_param(name)
+    for name, dispchar in parameters:
+        if dispchar != "*":
+            assert not config._is_secret_param(name), name  # nothing useful hidden
+
+
+# --- ranges (item 14) --------------------------------------------------------------------------
+
+def _numeric_fields() -> list[tuple[str, config._Key]]:
+    """Every key whose setting is a number, with its section's group name."""
+    found = []
+    defaults = Settings()
+    for group, keys in config._KEYS.items():
+        for spec in keys:
+            value = getattr(getattr(defaults, group), spec.attr)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                found.append((group, spec))
+    return found
+
+
+def test_every_numeric_key_has_both_bounds() -> None:
+    numeric = _numeric_fields()
+    assert len(numeric) >= 14
+    for _group, spec in numeric:
+        assert isinstance(spec.parse, config._Number), spec.env
+        assert spec.parse.maximum is not None, f"{spec.env} has no upper bound"
+
+
+def test_every_numeric_key_refuses_a_value_above_its_bound_naming_the_key(
+    empty_cwd: Path,
+) -> None:
+    for _group, spec in _numeric_fields():
+        assert isinstance(spec.parse, config._Number)
+        maximum = spec.parse.maximum
+        assert maximum is not None
+        too_big = str(int(maximum) + 1)
+        message = config_error(**{spec.env: too_big})
+        assert message.startswith(f"{spec.env}: must be"), message
+        assert "between" in message
+
+
+def test_every_numeric_key_accepts_its_bounds(empty_cwd: Path) -> None:
+    # Keys checked against each other, set so that either bound of the other passes.
+    lenient = {"POOL_MIN_SIZE": "0", "POOL_MAX_SIZE": "1000",
+               "API_DEFAULT_LIMIT": "1", "API_MAX_ROWS": "100000"}
+    for group, spec in _numeric_fields():
+        assert isinstance(spec.parse, config._Number)
+        for bound in (spec.parse.minimum, spec.parse.maximum):
+            value = int(bound) if spec.parse.whole else float(bound)
+            settings = load_settings(environ={**lenient, spec.env: str(value)})
+            assert getattr(getattr(settings, group), spec.attr) == value, spec.env
+
+
+@pytest.mark.parametrize(
+    ("environ", "key", "bound"),
+    [
+        # PostgreSQL's statement_timeout is a C int of milliseconds
+        ({"POOL_STATEMENT_TIMEOUT": "2147483648"}, "POOL_STATEMENT_TIMEOUT", "2147483647"),
+        ({"POOL_STATEMENT_TIMEOUT": "99999999999999999999"}, "POOL_STATEMENT_TIMEOUT", "0 and"),
+        ({"POOL_MAX_SIZE": "100000"}, "POOL_MAX_SIZE", "1000"),
+        ({"POOL_ACQUIRE_TIMEOUT": "1e9"}, "POOL_ACQUIRE_TIMEOUT", "3600"),
+        ({"POOL_CONNECT_TIMEOUT": "1e12"}, "POOL_CONNECT_TIMEOUT", "3600"),
+        ({"POOL_MAX_LIFETIME": "1e308"}, "POOL_MAX_LIFETIME", "604800"),
+        ({"SERVER_TIMEOUT": "10000000"}, "SERVER_TIMEOUT", "86400"),
+        ({"API_MAX_EXPORT_ROWS": str(2**63)}, "API_MAX_EXPORT_ROWS", str(2**63 - 1)),
+    ],
+)
+def test_out_of_range_values_are_one_line_naming_the_key(
+    empty_cwd: Path, environ: dict[str, str], key: str, bound: str
+) -> None:
+    message = config_error(**environ)
+    assert message.startswith(f"{key}: must be"), message
+    assert bound in message
+
+
+# --- DATABASE_URL's port and integer parameters (items 13, 15) ---------------------------------
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://app:{PASSWORD}@db:abc/shop",
+        f"postgresql://app:{PASSWORD}@db:70000/shop",
+        f"postgresql://app:{PASSWORD}@db:0/shop",
+        f"host=db port=5432x password={PASSWORD}",
+        f"postgresql://app:{PASSWORD}@db1:5432,db2:x/shop",
+        # An unencoded "/" in the password: libpq takes part of the password for the port.
+        "postgresql://app:Xq9/zz@db:5432/shop",
+    ],
+)
+def test_a_port_that_is_not_a_number_is_a_start_up_error(empty_cwd: Path, url: str) -> None:
+    message = config_error(DATABASE_URL=url)
+    assert message.startswith("DATABASE_URL: the port"), message
+    assert PASSWORD not in message
+    assert "Xq9" not in message
+
+
+@pytest.mark.parametrize("url", ["postgresql://app@db:5432/shop", "host=db port=5432",
+                                 "postgresql://db1:5432,db2:5433/shop",
+                                 "postgresql:///shop?host=/run/pg", "host=db1,db2 port=,5433"])
+def test_good_ports_are_accepted(empty_cwd: Path, url: str) -> None:
+    assert load_settings(environ={"DATABASE_URL": url}).database.dsn == url
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [("connect_timeout", "abc"), ("connect_timeout", "0"), ("connect_timeout", "-1"),
+     ("keepalives", "2"), ("keepalives_idle", "x"), ("tcp_user_timeout", "2147483648")],
+)
+def test_integer_parameters_of_database_url_are_checked(
+    empty_cwd: Path, param: str, value: str
+) -> None:
+    message = config_error(DATABASE_URL=f"host=db password={PASSWORD} {param}={value}")
+    assert message.startswith(f"DATABASE_URL: {param} must be an integer"), message
+    assert PASSWORD not in message
+
+
+# --- misspelt environment variables (item 15) --------------------------------------------------
+
+def test_variables_with_our_prefixes_that_match_no_key_are_reported() -> None:
+    warnings = config.unknown_variables({
+        "POOL_MAXSIZE": "20",
+        "POSTGRES_PASSWORD": PASSWORD,
+        "API_CURSOR_SECRETS": PASSWORD,
+        "CORS_ORIGIN": "https://a.example",
+        "AUTH_NOTHING_LIKE_IT": "x",
+        "SERVER_WORKERS": "2",  # known
+        "POSTGRES_PW": PASSWORD,  # known
+        "PATH": "/usr/bin",  # not ours
+        "PGHOST": "db",
+        "DATABASE_URL": "host=db",
+    })
+    text = "\n".join(warnings)
+    assert PASSWORD not in text
+    assert len(warnings) == 5, warnings
+    by_name = {w.split()[2]: w for w in warnings}
+    assert "did you mean POOL_MAX_SIZE?" in by_name["POOL_MAXSIZE"]
+    assert "did you mean POSTGRES_PW?" in by_name["POSTGRES_PASSWORD"]
+    assert "did you mean API_CURSOR_SECRET?" in by_name["API_CURSOR_SECRETS"]
+    assert "did you mean CORS_ORIGINS?" in by_name["CORS_ORIGIN"]
+    assert "did you mean" not in by_name["AUTH_NOTHING_LIKE_IT"]
+
+
+def test_every_key_is_a_known_variable() -> None:
+    known = config.known_variables()
+    assert {f"{s}_{k}" for s, k in known_keys()} == set(known)
+    assert config.unknown_variables({name: "1" for name in known}) == []
+
+
+# --- one Settings object per process (item 18) -------------------------------------------------
+
+@pytest.fixture
+def no_process_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "_process_settings", None)
+
+
+def test_process_settings_are_loaded_once_and_then_shared(
+    no_process_settings: None, empty_cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[Settings] = []
+    real = config.load_settings
+
+    def counting_load(*args: object, **kwargs: object) -> Settings:
+        loads.append(real(environ={"POOL_MAX_SIZE": "7"}))
+        return loads[-1]
+
+    monkeypatch.setattr(config, "load_settings", counting_load)
+    first = config.process_settings()
+    assert config.process_settings() is first
+    assert len(loads) == 1 and first.pool.max_size == 7
+
+
+def test_set_process_settings_is_what_the_process_then_uses(no_process_settings: None) -> None:
+    mine = Settings(cors=CorsSettings(origins=("https://a.example",)))
+    assert config.set_process_settings(mine) is mine
+    assert config.process_settings() is mine
+
+
+def test_with_embedded_dsn_points_loaded_settings_at_the_started_server(empty_cwd: Path) -> None:
+    settings = load_settings(environ={"POOL_MAX_SIZE": "4"})
+    assert settings.database.dsn is None
+    started = config.with_embedded_dsn(settings, {EMBEDDED_DSN_ENV: "host=/tmp/s port=5"})
+    assert started.database.dsn == "host=/tmp/s port=5" and started.database.embedded
+    assert started.pool is settings.pool  # nothing else read again
+    assert config.with_embedded_dsn(settings, {}) is settings
+    configured = load_settings(environ={"DATABASE_URL": "host=db"})
+    assert config.with_embedded_dsn(configured, {EMBEDDED_DSN_ENV: "host=/x"}) is configured

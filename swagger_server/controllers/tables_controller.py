@@ -269,7 +269,7 @@ def _offset() -> int:
 
 
 def _secret(settings: Settings) -> bytes:
-    return cursors.secret_for(settings.api.cursor_secret, settings.database.dsn)
+    return cursors.secret_for(settings.api.cursor_secret)
 
 
 def _fingerprint(q: RowsQuery) -> str:
