@@ -14,12 +14,20 @@ from __future__ import annotations
 import signal
 import sys
 
-from swagger_server import capacity, config, cursors, db, embedded
+# Module-level names are gunicorn settings when they match one (``config`` does): import names.
+from swagger_server import capacity, cursors, db, embedded
 from swagger_server.app import StartupError, create_app
-from swagger_server.config import ConfigError, load_settings
+from swagger_server.config import (
+    ConfigError,
+    load_settings,
+    process_settings,
+    set_process_settings,
+    unknown_variables,
+    with_embedded_dsn,
+)
 
 try:
-    _settings = config.set_process_settings(load_settings())
+    _settings = set_process_settings(load_settings())
 except ConfigError as exc:
     sys.exit(f"configuration error: {exc}")
 
@@ -53,11 +61,11 @@ _embedded_server: embedded.EmbeddedPostgres | None = None
 
 def on_starting(server):
     global _embedded_server, _settings
-    for warning in config.unknown_variables():
+    for warning in unknown_variables():
         server.log.warning(warning)
     _embedded_server = embedded.start_if_needed(_settings)
     # The same settings, now with the embedded DSN: what every worker inherits.
-    _settings = config.set_process_settings(config.with_embedded_dsn(_settings))
+    _settings = set_process_settings(with_embedded_dsn(_settings))
     if not _settings.api.cursor_secret:
         cursors.generated_secret()  # made before fork: every worker signs with the same key
         server.log.warning(cursors.RANDOM_KEY_WARNING)
@@ -88,7 +96,7 @@ def on_exit(server):
 
 
 def post_fork(server, worker):
-    db.init_pool(config.process_settings())  # the master's object, inherited
+    db.init_pool(process_settings())  # the master's object, inherited
 
 
 def post_worker_init(worker):

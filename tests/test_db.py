@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 
 import flask
+import psycopg2
+import psycopg2.extensions
 import pytest
 
-from swagger_server import db
+from swagger_server import config, db
 from tests.conftest import make_settings
 from tests.threads import run_concurrently
 
@@ -83,3 +85,95 @@ def test_close_db_gives_back_to_the_pool_it_came_from(app):
     # Teardown neither raised nor made a new pool to return the connection to.
     assert db._pool is None
     assert old.closed and conn.closed
+
+
+# --- DATABASE_URL's parameters merged with the pool's (issue 6, item 13) -----------------------
+
+def _session(pool) -> dict[str, str]:
+    with pool.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
+                    (["search_path", "statement_timeout", "default_transaction_read_only",
+                      "application_name", "work_mem"],))
+        found = dict(cur.fetchall())
+        found.update({f"dsn:{k}": v for k, v in conn.get_dsn_parameters().items()})
+        return found
+
+
+def test_the_dsns_options_and_parameters_win_over_the_pools(database):
+    dsn = psycopg2.extensions.make_dsn(
+        database.dsn,
+        options="-csearch_path=app,public -c statement_timeout=4321 --work-mem=7MB",
+        application_name="shop-api",
+        keepalives_idle="77",
+        tcp_user_timeout="2345",
+        connect_timeout="9",
+    )
+    db.close_pool()
+    try:
+        pool = db.init_pool(make_settings(dsn, pool={"min_size": 0, "max_size": 2}))
+        session = _session(pool)
+        assert pool.connect_timeout == 9.0
+    finally:
+        db.close_pool()
+    assert session["search_path"] == "app,public"  # kept, not replaced by our options
+    assert session["work_mem"] == str(7 * 1024)  # kB
+    assert session["statement_timeout"] == "4321"  # the user's wins over the default 30000
+    assert session["default_transaction_read_only"] == "on"  # ours added
+    assert session["application_name"] == "shop-api"
+    assert session["dsn:keepalives_idle"] == "77"
+    assert session["dsn:tcp_user_timeout"] == "2345"
+    assert session["dsn:keepalives_interval"] == "10"  # not given: ours
+
+
+def test_without_dsn_parameters_the_pools_defaults_apply(database):
+    db.close_pool()
+    try:
+        pool = db.init_pool(make_settings(database.dsn, pool={"min_size": 0,
+                                                              "statement_timeout": 1500}))
+        session = _session(pool)
+    finally:
+        db.close_pool()
+    assert session["statement_timeout"] == "1500"
+    assert session["default_transaction_read_only"] == "on"
+    assert session["application_name"].startswith("pgrest worker ")
+    assert session["dsn:keepalives_idle"] == "30"
+    assert session["dsn:tcp_user_timeout"] == "10000"
+
+
+def test_read_only_stays_on_whatever_the_dsn_says(database, caplog):
+    dsn = psycopg2.extensions.make_dsn(
+        database.dsn, options="-c default_transaction_read_only=off -csearch_path=app"
+    )
+    db.close_pool()
+    try:
+        with caplog.at_level("WARNING", logger="swagger_server.db"):
+            pool = db.init_pool(make_settings(dsn, pool={"min_size": 0}))
+        session = _session(pool)
+    finally:
+        db.close_pool()
+    assert session["default_transaction_read_only"] == "on"
+    assert session["search_path"] == "app"
+    assert "default_transaction_read_only" in caplog.text
+
+
+# --- STATEMENT_TIMEOUT's bound is PostgreSQL's (item 14) ---------------------------------------
+
+def test_the_largest_statement_timeout_config_accepts_is_one_postgresql_accepts(database):
+    bound = config._KEYS["pool"][6]
+    assert bound.env == "POOL_STATEMENT_TIMEOUT" and isinstance(bound.parse, config._Number)
+    largest = int(bound.parse.maximum or 0)
+    db.close_pool()
+    try:
+        pool = db.init_pool(make_settings(database.dsn, pool={"min_size": 0,
+                                                              "statement_timeout": largest}))
+        with pool.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'")
+            assert cur.fetchone()[0] == largest
+    finally:
+        db.close_pool()
+    # One more and PostgreSQL refuses every connection: the reason config.py refuses it.
+    with pytest.raises(psycopg2.OperationalError, match="statement_timeout"):
+        psycopg2.connect(database.dsn, options=f"-c statement_timeout={largest + 1}").close()
+    with pytest.raises(config.ConfigError, match="POOL_STATEMENT_TIMEOUT"):
+        config.load_settings(environ={"POOL_STATEMENT_TIMEOUT": str(largest + 1),
+                                      "APP_CONFIG": "/dev/null"})
