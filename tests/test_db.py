@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import urllib.parse
 
 import flask
 import psycopg2
@@ -123,6 +124,22 @@ def test_the_dsns_options_and_parameters_win_over_the_pools(database):
     assert session["dsn:keepalives_idle"] == "77"
     assert session["dsn:tcp_user_timeout"] == "2345"
     assert session["dsn:keepalives_interval"] == "10"  # not given: ours
+
+
+def test_options_in_a_database_url_are_kept(database):
+    """The issue's case: ``?options=-csearch_path%3Dapp`` in a URL (``=`` percent-encoded)."""
+    params = {**psycopg2.extensions.parse_dsn(database.dsn), "options": "-csearch_path=app",
+              "application_name": "shop-api"}
+    url = "postgresql://?" + urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
+    assert "options=-csearch_path%3Dapp" in url
+    db.close_pool()
+    try:
+        session = _session(db.init_pool(make_settings(url, pool={"min_size": 0})))
+    finally:
+        db.close_pool()
+    assert (session["search_path"], session["application_name"]) == ("app", "shop-api")
+    assert session["statement_timeout"] == "30000"
+    assert session["default_transaction_read_only"] == "on"
 
 
 def test_without_dsn_parameters_the_pools_defaults_apply(database):
