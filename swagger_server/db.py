@@ -89,8 +89,8 @@ def create_pool(settings: Settings) -> ConnectionPool:
     params = connection_params(settings, pid)
     if _READ_ONLY_SWITCH.search(psycopg2.extensions.parse_dsn(settings.database.dsn).get(
             "options", "")):
-        log.warning("the DSN's options set default_transaction_read_only: ignored, the service "
-                    "always starts its transactions read-only")
+        log.warning("the DSN's options set default_transaction_read_only: ignored, transactions "
+                    "start read-only unless the service's code asks otherwise")
     return ConnectionPool(
         settings.database.dsn,
         min_size=pool.min_size,

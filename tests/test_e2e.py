@@ -185,7 +185,7 @@ def test_sigterm_stops_the_master_and_closes_every_connection(
     ("key", "value", "message"),
     [
         ("SERVER_WORKERS", "abc", "expected an integer"),
-        ("POOL_MAX_SIZE", "0", "must be >= 1"),
+        ("POOL_MAX_SIZE", "0", "must be between 1 and 1000"),
         ("POOL_ACQUIRE_TIMEOUT", "soon", "expected a number of seconds"),
         ("POOL_MIN_SIZE", "9", "must not exceed POOL_MAX_SIZE"),
     ],
