@@ -133,10 +133,10 @@ class _Number:
         if not within:
             shown = value if self.whole else repr(raw)
             finite = "" if self.whole else "a finite number "
-            raise ValueError(f"must be {finite}{self._range()}, got {shown}")
+            raise ValueError(f"must be {finite}{self.range_text()}, got {shown}")
         return value
 
-    def _range(self) -> str:
+    def range_text(self) -> str:
         low = _plain(self.minimum)
         if self.maximum is None:
             return f">= {low}"
@@ -308,7 +308,7 @@ def _check_dsn(params: Mapping[str, str], where: str) -> None:
             )
     for name, number in _DSN_INTEGERS.items():
         if name in params and not _valid(number, params[name]):
-            raise ConfigError(f"{where}: {name} must be an integer {number._range()}")
+            raise ConfigError(f"{where}: {name} must be an integer {number.range_text()}")
 
 
 def _valid(number: _Number, raw: str) -> bool:

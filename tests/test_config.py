@@ -588,7 +588,7 @@ def test_every_parameter_libpq_marks_as_a_password_is_masked() -> None:
     for name in config.SECRET_DSN_PARAMS:
         assert config._is_secret_param(name)
     for name, dispchar in parameters:
-        if dispchar != "*":
+        if dispchar != "*" and name not in config.SECRET_DSN_PARAMS:  # libpq 18 marks SCRAM "D"
             assert not config._is_secret_param(name), name  # nothing useful hidden
 
 
