@@ -139,16 +139,30 @@ def _response(
     rid = request_id(request)
     ext = dict(ext or {})
     if status == 400 and "invalid-params" not in ext:
-        ext["invalid-params"] = [{"name": ext.get("parameter", "request"), "reason": detail}]
+        ext["invalid-params"] = [_invalid_param(ext.get("parameter"), detail)]
     if rid:
         ext["request_id"] = rid
     return problem(status, title, detail, type=type, headers=headers, ext=ext or None)
 
 
+def _invalid_param(parameter: str | None, detail: str) -> dict[str, str]:
+    """RFC 9457 ``invalid-params`` entry: the parameter at fault (``request`` when not one)."""
+    if parameter is None:
+        return {"name": "request", "reason": detail}
+    prefix = f"{parameter}: "
+    return {"name": parameter,
+            "reason": detail[len(prefix):] if detail.startswith(prefix) else detail}
+
+
 def connexion_problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
-    """Connexion's own problems (spec validation: 400, ...), with the request id added."""
-    log.debug("%s problem: %s", exc.status, exc.detail)
-    return _response(request, exc.status, exc.title, exc.detail, exc.type or "about:blank",
+    """Connexion's own problems (spec validation: 400, ...), with the request id added.
+
+    Parameters come as one clean sentence from swagger_server.validation; anything else keeps
+    only its first paragraph (jsonschema appends the schema and instance after a blank line).
+    """
+    detail = str(exc.detail or "").split("\n\n")[0].strip()
+    log.debug("%s problem: %s", exc.status, detail)
+    return _response(request, exc.status, exc.title, detail, exc.type or "about:blank",
                      headers=exc.headers, ext=exc.ext)
 
 

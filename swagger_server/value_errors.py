@@ -131,7 +131,7 @@ def _value_problem(conn: Connection, values: list[tuple[str, Any, str]]) -> ApiP
                 return ApiProblem(400, "Bad Request",
                                   "cursor: no longer valid for this table (its column types "
                                   "changed); start again without a cursor",
-                                  type=errors.INVALID_CURSOR)
+                                  type=errors.INVALID_CURSOR, parameter="cursor")
             return _invalid_value(param, column, value,
                                   f"is not a valid {column.type} for column {column.name!r}: "
                                   f"{_pg_message(check)}")

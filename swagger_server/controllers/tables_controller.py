@@ -251,7 +251,7 @@ def _rows_query(settings: Settings, relation: Relation, limit: int) -> RowsQuery
             q.after = cursors.decode(_secret(settings), _fingerprint(q), token, len(order))
         except cursors.CursorError as exc:
             raise ApiProblem(400, "Bad Request", f"cursor: {exc}",
-                             type=errors.INVALID_CURSOR) from None
+                             type=errors.INVALID_CURSOR, parameter="cursor") from None
     return q
 
 
