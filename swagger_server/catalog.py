@@ -72,7 +72,7 @@ class Relation:
     by_name: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
     # Distinct lengths of the column names, ascending: where in a ``column.op.value`` text a
     # column name can end, so parsing tries those few cuts instead of one per dot.
-    name_lengths: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    name_lengths: tuple[int, ...] = field(default=(), init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.by_name.update({c.name: c for c in self.columns})
@@ -114,7 +114,7 @@ class Catalog:
     loaded_at: float
     # (schema, name) -> relation, built once per load (not per request).
     index: dict[tuple[str, str], Relation] = field(
-        default_factory=dict, compare=False, repr=False)
+        default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.index.update({(r.schema, r.name): r for r in self.relations})

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from swagger_server import db
+from swagger_server import db, errors
 from swagger_server.app import StartupError, create_app
+from swagger_server.config import PROJECT_ROOT
 from swagger_server.db import get_db
 from tests.conftest import make_settings
 from tests.pg import TestDatabase
@@ -181,6 +182,14 @@ def test_wrong_method_is_a_405_problem(client: TestClient) -> None:
 def test_unknown_query_parameter_is_a_400_problem(client: TestClient) -> None:
     body = assert_problem(client.get("/pool", params={"x": "1"}), 400)
     assert "x" in body["detail"]
+
+
+def test_every_problem_type_is_in_the_readme_errors_table() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    table = readme[readme.index("## Errors"):readme.index("## Configuration")]
+    types = {v for k, v in vars(errors).items() if k.isupper() and str(v).startswith("/problems/")}
+    assert len(types) >= 12
+    assert not [t for t in types if f"`{t}`" not in table]
 
 
 # --- request ids -------------------------------------------------------------------------------

@@ -140,3 +140,4 @@ def test_every_400_names_its_parameter_in_invalid_params(
     assert body["invalid-params"][0]["name"] == name, body
     assert body["invalid-params"][0]["reason"]
     assert body["request_id"]
+
