@@ -7,11 +7,12 @@ from pathlib import Path
 
 import connexion
 from connexion.middleware import MiddlewarePosition
-from starlette.middleware.cors import CORSMiddleware
 
 from swagger_server import db, errors
 from swagger_server.config import PROJECT_ROOT, Settings, load_settings
+from swagger_server.cors import ProblemCORSMiddleware
 from swagger_server.middleware import ControlCharacterGuard, RequestIdMiddleware
+from swagger_server.validation import ParameterValidator, RepeatedParameterParser
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
     app.app.config["SETTINGS"] = settings
     db.init_app(app.app)
     try:
-        app.add_api(SPEC_FILE, strict_validation=True, validate_responses=False)
+        app.add_api(SPEC_FILE, strict_validation=True, validate_responses=False,
+                    uri_parser_class=RepeatedParameterParser,
+                    validator_map={"parameter": ParameterValidator})
     except Exception as exc:
         raise StartupError(f"cannot load {spec_dir / SPEC_FILE}: {_first_line(exc)}") from exc
     errors.register(app)
@@ -40,7 +43,7 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
     app.add_middleware(ControlCharacterGuard, position=MiddlewarePosition.BEFORE_EXCEPTION)
     if settings.cors.enabled:
         app.add_middleware(
-            CORSMiddleware,
+            ProblemCORSMiddleware,
             position=MiddlewarePosition.BEFORE_EXCEPTION,
             allow_origins=list(settings.cors.origins),
             allow_methods=["GET", "HEAD", "OPTIONS"],

@@ -12,6 +12,7 @@ Identifiers used in SQL come only from here, never from the request's text.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 
 from swagger_server.config import ApiSettings
 from swagger_server.pool import Connection
+
+log = logging.getLogger(__name__)
 
 # Types rendered without quotes in CSV (their text never holds a comma, quote or newline).
 _PLAIN_CSV_TYPES = frozenset({
@@ -67,9 +70,14 @@ class Relation:
     columns: tuple[Column, ...]
     estimated_rows: int | None
     by_name: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
+    # Distinct lengths of the column names, ascending: where in a ``column.op.value`` text a
+    # column name can end, so parsing tries those few cuts instead of one per dot.
+    name_lengths: tuple[int, ...] = field(default=(), init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.by_name.update({c.name: c for c in self.columns})
+        object.__setattr__(self, "name_lengths",
+                           tuple(sorted({len(c.name) for c in self.columns})))
 
     @property
     def qualified(self) -> str:
@@ -104,20 +112,28 @@ class Catalog:
     relations: tuple[Relation, ...]
     schemas: tuple[str, ...]
     loaded_at: float
+    # (schema, name) -> relation, built once per load (not per request).
+    index: dict[tuple[str, str], Relation] = field(
+        default_factory=dict, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.index.update({(r.schema, r.name): r for r in self.relations})
 
     def resolve(self, ref: str) -> Relation | None:
-        """``name`` (searched in SCHEMAS order) or ``schema.name``; None when not exposed."""
-        index = {(r.schema, r.name): r for r in self.relations}
+        """``name`` (searched in SCHEMAS order) or ``schema.name``; None when not exposed.
+
+        Linear in ``len(ref)``: only the exposed schemas' names are tried as prefixes (a schema
+        name may itself hold dots), never every split at a dot.
+        """
         for schema in self.schemas:
-            found = index.get((schema, ref))
+            found = self.index.get((schema, ref))
             if found is not None:
                 return found
-        # "schema.name": a schema name may itself hold dots, so try every split.
-        parts = ref.split(".")
-        for i in range(1, len(parts)):
-            found = index.get((".".join(parts[:i]), ".".join(parts[i:])))
-            if found is not None:
-                return found
+        for schema in self.schemas:
+            if ref.startswith(schema) and ref[len(schema):len(schema) + 1] == ".":
+                found = self.index.get((schema, ref[len(schema) + 1:]))
+                if found is not None:
+                    return found
         return None
 
 
@@ -165,12 +181,33 @@ def _matches(patterns: Iterable[str], schema: str, name: str) -> bool:
     )
 
 
+# (key, pattern) already warned about in this process: a catalog reload every CATALOG_TTL
+# must not repeat the same line.
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_unmatched(api: ApiSettings, found: list[tuple[str, str]]) -> None:
+    """Log once per process each TABLES / EXCLUDE pattern that matches no relation.
+
+    Patterns are case-sensitive (as PostgreSQL's names are): ``Secrets`` does not exclude
+    ``secrets``, and silently exposing what an operator meant to hide is the risk.
+    """
+    for key, patterns in (("TABLES", api.tables), ("EXCLUDE", api.exclude)):
+        for pattern in patterns:
+            if (key, pattern) in _warned or any(_matches((pattern,), s, n) for s, n in found):
+                continue
+            _warned.add((key, pattern))
+            log.warning("[API] %s pattern %r matches no readable table or view in schemas %s "
+                        "(patterns are case-sensitive)", key, pattern, ", ".join(api.schemas))
+
+
 def load(conn: Connection, api: ApiSettings) -> Catalog:
     """Read the exposed relations with one query on ``conn`` (its transaction stays open)."""
     schemas = list(api.schemas)
     with conn.cursor() as cur:
         cur.execute(_CATALOG_SQL, (schemas, schemas))
         rows = cur.fetchall()
+    _warn_unmatched(api, [(row[0], row[1]) for row in rows])
     relations = []
     for schema, name, relkind, oid, estimate, pk, names, types, displays, nullables, bases in rows:
         if not _matches(api.tables, schema, name) or _matches(api.exclude, schema, name):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
 import psycopg2
-import psycopg2.errors
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.problem import problem
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 POOL_TIMEOUT = "/problems/pool-timeout"
 DATABASE_UNAVAILABLE = "/problems/database-unavailable"
 STATEMENT_TIMEOUT = "/problems/statement-timeout"
+TRANSACTION_CONFLICT = "/problems/transaction-conflict"
 INTERNAL_ERROR = "/problems/internal-error"
 # Data API (tables_controller): 4xx the client can fix, and a catalog gone stale under a query.
 INVALID_PARAMETER = "/problems/invalid-parameter"
@@ -29,8 +30,87 @@ INVALID_CURSOR = "/problems/invalid-cursor"
 UNSUPPORTED_OPERATION = "/problems/unsupported-operation"
 NOT_FOUND = "/problems/not-found"
 CATALOG_CHANGED = "/problems/catalog-changed"
+CORS_REJECTED = "/problems/cors-rejected"
 
 RETRY_AFTER_SECONDS = 1
+
+
+# ------------------------------------------------------------------ database errors by SQLSTATE
+
+
+@dataclass(frozen=True)
+class DbOutcome:
+    """What a database error means for the client."""
+
+    status: int
+    type: str
+    title: str
+    detail: str
+    retry: bool = False  # answer with Retry-After: the same request may well succeed soon
+    # The status holds only when a value of the request is to blame (value_errors finds it by
+    # casting each value alone); a failure that no request value explains is a 500.
+    request_values: bool = False
+    catalog: bool = False  # only when the cached catalog is stale (value_errors reloads it)
+
+
+_UNAVAILABLE = DbOutcome(503, DATABASE_UNAVAILABLE, "Service Unavailable",
+                         "The database is unavailable; retry shortly.", retry=True)
+_BUSY = DbOutcome(503, DATABASE_UNAVAILABLE, "Service Unavailable",
+                  "The database is out of resources right now; retry shortly.", retry=True)
+_TIMEOUT = DbOutcome(504, STATEMENT_TIMEOUT, "Gateway Timeout",
+                     "The query ran longer than the configured statement timeout and was "
+                     "cancelled.")
+_CONFLICT = DbOutcome(503, TRANSACTION_CONFLICT, "Service Unavailable",
+                      "The transaction conflicted with another one; retry.", retry=True)
+_BAD_VALUE = DbOutcome(400, INVALID_VALUE, "Bad Request",
+                       "A value of the request is not valid for its column.",
+                       request_values=True)
+# SELECT revoked within CATALOG_TTL: value_errors reloads the catalog and answers 404 when the
+# queried relation is no longer readable; anywhere else (a view's own table) it is a 500.
+_NO_PRIVILEGE = DbOutcome(404, NOT_FOUND, "Not Found", "No such table or view.", catalog=True)
+_INTERNAL = DbOutcome(500, INTERNAL_ERROR, "Internal Server Error",
+                      "An unexpected error occurred; quote the request id when reporting it.")
+
+# The one table (https://www.postgresql.org/docs/current/errcodes-appendix.html): a code is
+# looked up first, then its two-character class; anything else (XX internal errors, a view's
+# P0001 RAISE, a 42 syntax error of ours, ...) is a 500. value_errors refines class 42
+# (undefined column, table, function) by what the request asked for.
+_BY_CODE: dict[str, DbOutcome] = {
+    "57014": _TIMEOUT,       # query_canceled: statement_timeout (or a cancel request)
+    "57P01": _UNAVAILABLE,   # admin_shutdown: the server is stopping, or the backend killed
+    "57P02": _UNAVAILABLE,   # crash_shutdown
+    "57P03": _UNAVAILABLE,   # cannot_connect_now: starting up, shutting down, recovering
+    "57P04": _UNAVAILABLE,   # database_dropped
+    "57P05": _UNAVAILABLE,   # idle_session_timeout: the session is gone
+    "25P03": _UNAVAILABLE,   # idle_in_transaction_session_timeout: the session is gone
+    "40001": _CONFLICT,      # serialization_failure
+    "40P01": _CONFLICT,      # deadlock_detected
+    "23514": _BAD_VALUE,     # check_violation: a value outside a domain's CHECK
+    "42501": _NO_PRIVILEGE,  # insufficient_privilege
+}
+_BY_CLASS: dict[str, DbOutcome] = {
+    "08": _UNAVAILABLE,  # connection exception
+    "53": _BUSY,         # insufficient resources: out of memory, disk full, too many clients
+    "22": _BAD_VALUE,    # data exception: a value its type rejects (or a view's own bad data)
+    "54": _BAD_VALUE,    # program limit exceeded: an array over 6 dimensions, jsonb nested
+                         # 20,000 deep (or a limit that a view's own query hits)
+}
+
+
+def classify(exc: BaseException) -> DbOutcome:
+    """The response a database error calls for; a 500 for anything the table does not list."""
+    if not isinstance(exc, psycopg2.Error):
+        return _INTERNAL
+    code = exc.pgcode or ""
+    if not code:
+        # No SQLSTATE: libpq lost the connection (server gone, network cut, socket closed).
+        if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+            return _UNAVAILABLE
+        return _INTERNAL
+    return _BY_CODE.get(code) or _BY_CLASS.get(code[:2]) or _INTERNAL
+
+
+# ------------------------------------------------------------------ problems
 
 
 class ApiProblem(Exception):
@@ -58,15 +138,31 @@ def _response(
 ) -> ConnexionResponse:
     rid = request_id(request)
     ext = dict(ext or {})
+    if status == 400 and "invalid-params" not in ext:
+        ext["invalid-params"] = [_invalid_param(ext.get("parameter"), detail)]
     if rid:
         ext["request_id"] = rid
     return problem(status, title, detail, type=type, headers=headers, ext=ext or None)
 
 
+def _invalid_param(parameter: str | None, detail: str) -> dict[str, str]:
+    """RFC 9457 ``invalid-params`` entry: the parameter at fault (``request`` when not one)."""
+    if parameter is None:
+        return {"name": "request", "reason": detail}
+    prefix = f"{parameter}: "
+    return {"name": parameter,
+            "reason": detail[len(prefix):] if detail.startswith(prefix) else detail}
+
+
 def connexion_problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
-    """Connexion's own problems (spec validation: 400, ...), with the request id added."""
-    log.debug("%s problem: %s", exc.status, exc.detail)
-    return _response(request, exc.status, exc.title, exc.detail, exc.type or "about:blank",
+    """Connexion's own problems (spec validation: 400, ...), with the request id added.
+
+    Parameters come as one clean sentence from swagger_server.validation; anything else keeps
+    only its first paragraph (jsonschema appends the schema and instance after a blank line).
+    """
+    detail = str(exc.detail or "").split("\n\n")[0].strip()
+    log.debug("%s problem: %s", exc.status, detail)
+    return _response(request, exc.status, exc.title, detail, exc.type or "about:blank",
                      headers=exc.headers, ext=exc.ext)
 
 
@@ -91,22 +187,29 @@ def pool_timeout(request: ConnexionRequest, exc: PoolTimeout) -> ConnexionRespon
 
 
 def database_unavailable(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    """The pool could not open a connection (no SQLSTATE to read)."""
+    return _database_response(request, exc, _UNAVAILABLE)
+
+
+def database_error(request: ConnexionRequest, exc: psycopg2.Error) -> ConnexionResponse:
+    """Any database error that reached the app: answered by its SQLSTATE (see ``classify``).
+
+    A data error or limit that value_errors did not pin on a request value lands here too:
+    the request's values are not at fault, so it is a 500 like any other unexplained failure.
+    """
+    outcome = classify(exc)
+    if outcome is _INTERNAL or outcome.request_values or outcome.catalog:
+        return internal_error(request, exc)
+    return _database_response(request, exc, outcome)
+
+
+def _database_response(request: ConnexionRequest, exc: Exception,
+                       outcome: DbOutcome) -> ConnexionResponse:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    log.warning("503 database unavailable: %s", reason)
-    return _response(
-        request, 503, "Service Unavailable",
-        "The database is unavailable; retry shortly.",
-        DATABASE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
-
-
-def statement_timeout(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
-    log.warning("504 statement timeout: %s", str(exc).strip().splitlines()[0])
-    return _response(
-        request, 504, "Gateway Timeout",
-        "The query ran longer than the configured statement timeout and was cancelled.",
-        STATEMENT_TIMEOUT,
-    )
+    log.warning("%s %s: %s", outcome.status, outcome.type, reason)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if outcome.retry else None
+    return _response(request, outcome.status, outcome.title, outcome.detail, outcome.type,
+                     headers=headers)
 
 
 def internal_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
@@ -126,8 +229,6 @@ def register(app: Any) -> None:
     app.add_error_handler(ApiProblem, api_problem)
     app.add_error_handler(PoolTimeout, pool_timeout)
     app.add_error_handler(DatabaseUnavailable, database_unavailable)
-    # Connection lost mid-query (backend killed, network cut, server shutting down).
-    app.add_error_handler(psycopg2.OperationalError, database_unavailable)
-    app.add_error_handler(psycopg2.InterfaceError, database_unavailable)
-    app.add_error_handler(psycopg2.errors.QueryCanceled, statement_timeout)
+    # By SQLSTATE: connection lost mid-query, statement timeout, server shutting down, ...
+    app.add_error_handler(psycopg2.Error, database_error)
     app.add_error_handler(Exception, internal_error)

@@ -87,7 +87,23 @@ def check_text(param: str, value: str) -> str:
 
 def split_list(param: str, text: str) -> list[str]:
     """Split on commas outside double quotes; ``"a,b"`` keeps its comma, ``""`` is a quote."""
-    items: list[str] = []
+    return [item for item, _ in split_items(param, text)]
+
+
+def split_names(param: str, text: str) -> list[str]:
+    """Comma-separated names: an unquoted name is stripped, a quoted one is kept exactly.
+
+    Blanks around a quoted name are allowed and dropped (``id, " padded"``); inside the quotes
+    every character counts.
+    """
+    return [item if quoted else item.strip()
+            for item, quoted in split_items(param, text, blanks_around_quotes=True)]
+
+
+def split_items(param: str, text: str,
+                blanks_around_quotes: bool = False) -> list[tuple[str, bool]]:
+    """(item, was it quoted) for each comma-separated item; see :func:`split_list`."""
+    items: list[tuple[str, bool]] = []
     current: list[str] = []
     quoted = False
     was_quoted = False
@@ -103,19 +119,21 @@ def split_list(param: str, text: str) -> list[str]:
                     quoted = False
             else:
                 current.append(ch)
-        elif ch == '"' and not current and not was_quoted:
+        elif ch == '"' and not was_quoted and (
+                not current or (blanks_around_quotes and not "".join(current).strip())):
+            current = []
             quoted = was_quoted = True
         elif ch == ",":
-            items.append("".join(current))
+            items.append(("".join(current), was_quoted))
             current, was_quoted = [], False
-        elif was_quoted:
+        elif was_quoted and not (blanks_around_quotes and ch.isspace()):
             raise QueryError(param, f"{param}: unexpected text after a quoted item")
-        else:
+        elif not was_quoted:
             current.append(ch)
         i += 1
     if quoted:
         raise QueryError(param, f"{param}: unterminated double quote")
-    items.append("".join(current))
+    items.append(("".join(current), was_quoted))
     return items
 
 
@@ -131,7 +149,7 @@ def parse_select(relation: Relation, text: str | None) -> tuple[Column, ...]:
     if text is None or text.strip() == "*":
         return relation.columns
     check_text("select", text)
-    names = [n.strip() if not n.startswith('"') else n for n in split_list("select", text)]
+    names = split_names("select", text)
     if any(not n for n in names):
         raise QueryError("select", "select: empty column name")
     chosen: list[Column] = []
@@ -143,17 +161,25 @@ def parse_select(relation: Relation, text: str | None) -> tuple[Column, ...]:
 
 
 def parse_filter(relation: Relation, text: str) -> Filter:
-    """``<column>.<op>.<value>``; the column may hold dots (the catalog decides where it ends)."""
+    """``<column>.<op>.<value>``; the column may hold dots (the catalog decides where it ends).
+
+    Linear in the text's length: only the cuts where a column name of this relation can end
+    are tried (one per distinct name length), shortest first, never one per dot.
+    """
     check_text("filter", text)
+    for length in relation.name_lengths:
+        if text[length:length + 1] != ".":
+            continue
+        column = relation.column(text[:length])
+        if column is None:
+            continue
+        op, dot, _ = text[length + 1:length + 7].partition(".")
+        if dot and op in OPS:
+            return _filter_value(column, op, text[length + 2 + len(op):])
     parts = text.split(".")
     for i in range(1, len(parts) - 1):
-        name, op = ".".join(parts[:i]), parts[i]
-        if op in OPS and relation.column(name) is not None:
-            column = _column(relation, "filter", name)
-            return _filter_value(column, op, ".".join(parts[i + 1:]))
-    if len(parts) >= 3 and any(p in OPS for p in parts[1:-1]):
-        name = parts[0]
-        _column(relation, "filter", name)  # raises: an unknown column
+        if parts[i] in OPS:  # the text before the first op is the column asked for
+            _column(relation, "filter", ".".join(parts[:i]))  # raises: an unknown column
     raise QueryError(
         "filter",
         f"filter: expected <column>.<op>.<value> with op one of {', '.join(OPS)}, "
@@ -188,11 +214,11 @@ def parse_order(relation: Relation, text: str | None) -> tuple[tuple[OrderTerm, 
     terms: list[OrderTerm] = []
     if text is not None and text.strip():
         check_text("order", text)
-        items = split_list("order", text)
+        items = split_items("order", text, blanks_around_quotes=True)
         if len(items) > MAX_ORDER_TERMS:
             raise QueryError("order", f"order: at most {MAX_ORDER_TERMS} columns")
-        for item in items:
-            terms.append(_order_term(relation, item))
+        for item, quoted in items:
+            terms.append(_order_term(relation, item if quoted else item.strip()))
     names = [t.column.name for t in terms]
     if len(set(names)) != len(names):
         raise QueryError("order", "order: a column appears twice")
@@ -203,17 +229,20 @@ def parse_order(relation: Relation, text: str | None) -> tuple[tuple[OrderTerm, 
 
 
 def _order_term(relation: Relation, item: str) -> OrderTerm:
-    item = item.strip() if not item.startswith('"') else item
+    """``<column>[.asc|.desc][.nullsfirst|.nullslast]``; the column may hold dots.
+
+    At most two suffixes: only three cuts are tried, longest column name first (linear in the
+    item's length, whatever its dots).
+    """
     if not item:
         raise QueryError("order", "order: empty item")
-    parts = item.split(".")
-    # Longest column name first that leaves only direction/nulls suffixes.
+    parts = item.rsplit(".", 2)
     for cut in range(len(parts), 0, -1):
-        name, suffix = ".".join(parts[:cut]), parts[cut:]
-        column = relation.column(name)
+        suffix = parts[cut:]
+        column = relation.column(item if cut == len(parts) else ".".join(parts[:cut]))
         if column is None:
             continue
-        if len(suffix) > 2 or any(s not in _DIRECTIONS + _NULLS for s in suffix):
+        if any(s not in _DIRECTIONS + _NULLS for s in suffix):
             continue
         directions = [s for s in suffix if s in _DIRECTIONS]
         nulls = [s for s in suffix if s in _NULLS]
@@ -223,12 +252,22 @@ def _order_term(relation: Relation, item: str) -> OrderTerm:
         desc = directions == ["desc"]
         nulls_first = nulls[0] == "nullsfirst" if nulls else desc
         return OrderTerm(column, desc, nulls_first)
-    if relation.column(parts[0]) is not None:
+    if relation.column(item.partition(".")[0]) is not None:
         raise QueryError(
             "order", f"order: expected <column>[.asc|.desc][.nullsfirst|.nullslast], "
                      f"got {item[:80]!r}",
         )
-    return OrderTerm(_column(relation, "order", item))  # raises: unknown column
+    return OrderTerm(_column(relation, "order", _without_suffixes(item)))  # raises: unknown
+
+
+def _without_suffixes(item: str) -> str:
+    """The column an order item names: ``nosuch.desc.nullslast`` names ``nosuch``."""
+    for _ in range(2):
+        name, dot, last = item.rpartition(".")
+        if not dot or not name or last not in _DIRECTIONS + _NULLS:
+            break
+        item = name
+    return item
 
 
 # ------------------------------------------------------------------ building

@@ -1,8 +1,12 @@
 """What PostgreSQL rejects in a data API request, turned into the right problem.
 
-A value the column's type refuses is the client's fault: a 400 naming the parameter and column.
-A relation, column or type gone under the cached catalog is a 503 that reloads the catalog. What
-is neither (a view dividing by zero, say) is re-raised: a 500 with the request id.
+The status comes from the one SQLSTATE table (:func:`swagger_server.errors.classify`); here
+the request decides who is to blame. A value the column's type refuses (class 22, 54, a domain's
+CHECK) is the client's fault: a 400 naming the parameter and column. A relation, column or type
+gone under the cached catalog is a 503 that reloads the catalog; a relation no longer readable
+(dropped, or SELECT revoked) is a 404 like one that never existed. What none of this explains (a
+view dividing by zero, say) is re-raised: the app-wide handler answers by SQLSTATE (a 500 with
+the request id, or a 503 / 504 for the database's own state).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import psycopg2
 import psycopg2.errors
 
 from swagger_server import errors, query
-from swagger_server.catalog import CACHE
+from swagger_server.catalog import CACHE, Relation
 from swagger_server.errors import ApiProblem
 from swagger_server.pool import Connection
 
@@ -24,43 +28,87 @@ from swagger_server.pool import Connection
 # relation, column or type was dropped under it.
 _CATALOG_ERRORS = (psycopg2.errors.UndefinedColumn, psycopg2.errors.UndefinedTable,
                    psycopg2.errors.UndefinedObject, psycopg2.errors.InvalidSchemaName)
+# An operator or function the column's type lacks (or a regproc value naming none).
+_OPERATION_ERRORS = (psycopg2.errors.UndefinedFunction, psycopg2.errors.AmbiguousFunction,
+                     psycopg2.errors.DatatypeMismatch, psycopg2.errors.IndeterminateDatatype)
 
 
 @contextlib.contextmanager
-def database_errors(conn: Connection,
-                     values: list[tuple[str, Any, str]]) -> Iterator[None]:
+def database_errors(conn: Connection, values: list[tuple[str, Any, str]],
+                    relation: Relation | None = None) -> Iterator[None]:
     """Turn what PostgreSQL rejects in a request's values into a 400 naming the column.
 
     ``values`` are those cast to their column's type (like/ilike patterns are checked before
-    the query). Whatever else fails (a view dividing by zero, say) is not the client's doing:
-    it is re-raised, a 500 with the request id.
+    the query). ``relation`` is the one queried: when the catalog turns out stale and it is no
+    longer readable, the answer is a 404.
     """
     try:
         yield
-    except (psycopg2.DataError, psycopg2.errors.CheckViolation):
-        conn.rollback()
-        problem = _value_problem(conn, values)
-        if problem is None:
-            raise  # no value of the request is at fault
-        raise problem from None
-    except (psycopg2.errors.UndefinedFunction, psycopg2.errors.AmbiguousFunction,
-            psycopg2.errors.DatatypeMismatch, psycopg2.errors.IndeterminateDatatype) as exc:
+    except _OPERATION_ERRORS as exc:
         conn.rollback()
         problem = _value_problem(conn, values)  # e.g. a regproc value naming no function
         if problem is not None:
             raise problem from None
         raise ApiProblem(400, "Bad Request",
                          f"not supported for this column type: {_pg_message(exc)}",
-                         type=errors.UNSUPPORTED_OPERATION) from None
+                         type=errors.UNSUPPORTED_OPERATION,
+                         parameter=_operation_parameter(exc)) from None
     except _CATALOG_ERRORS as exc:
         conn.rollback()
         problem = _value_problem(conn, values)  # e.g. a regclass value naming no table
         if problem is not None:
             raise problem from None
-        CACHE.invalidate()  # the catalog is stale: the next request reads it again
-        raise ApiProblem(503, "Service Unavailable",
-                         f"the database schema changed under this request; retry "
-                         f"({_pg_message(exc)})", type=errors.CATALOG_CHANGED) from None
+        raise _catalog_changed(conn, relation, exc) from None
+    except psycopg2.Error as exc:
+        outcome = errors.classify(exc)
+        if outcome.request_values:
+            conn.rollback()
+            problem = _value_problem(conn, values)
+            if problem is not None:
+                raise problem from None
+        elif outcome.catalog:  # SELECT revoked under the cached catalog
+            conn.rollback()
+            CACHE.invalidate()
+            if relation is not None and not _readable(conn, relation):
+                raise _not_found(relation) from None
+            # Still readable: a privilege on something else is missing (a view's own table):
+            # the deployment's fault, a 500 with the request id.
+        raise  # not the request's doing: answered by SQLSTATE (errors.database_error)
+
+
+def _catalog_changed(conn: Connection, relation: Relation | None,
+                     exc: psycopg2.Error) -> ApiProblem:
+    """The catalog is stale: reload it on the next request; 404 if the relation is gone.
+
+    A relation dropped within CATALOG_TTL is answered like one that never existed. Otherwise
+    (a column or type changed) the client may retry at once.
+    """
+    CACHE.invalidate()
+    if relation is not None and not _readable(conn, relation):
+        return _not_found(relation)
+    return ApiProblem(503, "Service Unavailable",
+                      f"the database schema changed under this request; retry "
+                      f"({_pg_message(exc)})", type=errors.CATALOG_CHANGED)
+
+
+def _not_found(relation: Relation) -> ApiProblem:
+    return ApiProblem(404, "Not Found", f"No table or view named {relation.name!r}",
+                      type=errors.NOT_FOUND)
+
+
+def _readable(conn: Connection, relation: Relation) -> bool:
+    """Does the relation (the same one: same oid) still exist, with SELECT for this user?"""
+    with conn.cursor() as cur:
+        cur.execute("SELECT has_table_privilege(c.oid, 'SELECT') FROM pg_class c "
+                    "WHERE c.oid = %s", (relation.oid,))
+        row = cur.fetchone()
+    conn.rollback()
+    return bool(row and row[0])
+
+
+def _operation_parameter(exc: psycopg2.Error) -> str:
+    """Which parameter asked for an operation the type lacks: an order, or else a filter."""
+    return "order" if "ordering operator" in _pg_message(exc) else "filter"
 
 
 def _value_problem(conn: Connection, values: list[tuple[str, Any, str]]) -> ApiProblem | None:
@@ -83,7 +131,7 @@ def _value_problem(conn: Connection, values: list[tuple[str, Any, str]]) -> ApiP
                 return ApiProblem(400, "Bad Request",
                                   "cursor: no longer valid for this table (its column types "
                                   "changed); start again without a cursor",
-                                  type=errors.INVALID_CURSOR)
+                                  type=errors.INVALID_CURSOR, parameter="cursor")
             return _invalid_value(param, column, value,
                                   f"is not a valid {column.type} for column {column.name!r}: "
                                   f"{_pg_message(check)}")

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from swagger_server import db
+from swagger_server import db, errors
 from swagger_server.app import StartupError, create_app
+from swagger_server.config import PROJECT_ROOT
 from swagger_server.db import get_db
 from tests.conftest import make_settings
 from tests.pg import TestDatabase
@@ -183,6 +184,14 @@ def test_unknown_query_parameter_is_a_400_problem(client: TestClient) -> None:
     assert "x" in body["detail"]
 
 
+def test_every_problem_type_is_in_the_readme_errors_table() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    table = readme[readme.index("## Errors"):readme.index("## Configuration")]
+    types = {v for k, v in vars(errors).items() if k.isupper() and str(v).startswith("/problems/")}
+    assert len(types) >= 12
+    assert not [t for t in types if f"`{t}`" not in table]
+
+
 # --- request ids -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
@@ -297,6 +306,40 @@ def test_cors_preflight_from_another_origin_gets_no_grant(cors_client: TestClien
     r = _preflight(cors_client, "https://evil.example")
     assert "access-control-allow-origin" not in r.headers
     assert r.status_code >= 400
+
+
+def test_a_refused_cors_preflight_is_a_problem_with_the_request_id(
+    cors_client: TestClient,
+) -> None:
+    """Was ``400 text/plain "Disallowed CORS origin"`` (Starlette's own answer)."""
+    r = cors_client.options("/pool", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "DELETE",
+        "X-Request-ID": "cors-1"})
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/problem+json"
+    assert int(r.headers["content-length"]) == len(r.content)
+    body = r.json()
+    assert body["type"] == "/problems/cors-rejected" and body["status"] == 400
+    assert body["request_id"] == "cors-1" == r.headers["x-request-id"]
+    assert body["invalid-params"] == [
+        {"name": "Origin", "reason": "origin not allowed"},
+        {"name": "Access-Control-Request-Method", "reason": "method not allowed"},
+    ]
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_cors_origins_star_allows_every_origin_without_credentials(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client(cors={"origins": ("*",)})
+    for origin in (ORIGIN, "https://anyone.example"):
+        r = _preflight(client, origin)
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in r.headers
+        r = client.get("/pool", headers={"Origin": origin})
+        assert r.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in r.headers
 
 
 def test_cors_simple_get_from_the_allowed_origin_exposes_the_request_id(

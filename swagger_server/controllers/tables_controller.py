@@ -76,7 +76,7 @@ def get_row(table: str, key: str, **_: Any) -> Response:
     statement, params = query.row_sql(relation, columns, values)
     checks = [("key", relation.by_name[n], v) for n, v in zip(relation.primary_key, values,
                                                                  strict=True)]
-    with value_errors.database_errors(conn, checks), conn.cursor() as cur:
+    with value_errors.database_errors(conn, checks, relation), conn.cursor() as cur:
         cur.execute(statement, params)
         row = cur.fetchone()
     if row is None:
@@ -95,7 +95,7 @@ def _page(settings: Settings, table: str) -> Response:
     q = _rows_query(settings, relation, limit)
     count = request.args.get("count")
     statement, params = query.page_sql(q, with_total=count == "exact")
-    with value_errors.database_errors(conn, query.typed_values(q)), conn.cursor() as cur:
+    with value_errors.database_errors(conn, query.typed_values(q), relation), conn.cursor() as cur:
         cur.execute(statement, params)
         data, fetched, last_key, total = cur.fetchone()
         if count == "estimated":
@@ -164,7 +164,7 @@ def _export(settings: Settings, pool: Any, conn: Connection, table: str, fmt: st
         statement, params = query.ndjson_sql(q, limit)
         header = b""
         filename = f"{relation.name}.ndjson"
-    with value_errors.database_errors(conn, query.typed_values(q)):
+    with value_errors.database_errors(conn, query.typed_values(q), relation):
         stream = export.open_stream(pool, conn, statement, params, header=header,
                                     environ=request.environ)
     mimetype = "text/csv; charset=utf-8" if fmt == CSV else NDJSON
@@ -251,7 +251,7 @@ def _rows_query(settings: Settings, relation: Relation, limit: int) -> RowsQuery
             q.after = cursors.decode(_secret(settings), _fingerprint(q), token, len(order))
         except cursors.CursorError as exc:
             raise ApiProblem(400, "Bad Request", f"cursor: {exc}",
-                             type=errors.INVALID_CURSOR) from None
+                             type=errors.INVALID_CURSOR, parameter="cursor") from None
     return q
 
 
