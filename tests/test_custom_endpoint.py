@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from swagger_server import db, demo
+from swagger_server.config import PROJECT_ROOT
 from tests.conftest import app_client
 from tests.pg import TestDatabase, create_database
 
@@ -109,3 +111,24 @@ def test_a_database_without_the_demo_says_so(database: TestDatabase) -> None:
         # and the connection went back clean: the next request on it works
         assert client.get("/").json() == [[1]]
         assert db.get_pool().stats()["discarded_total"] == 0
+
+
+def test_the_readme_walks_through_the_repos_own_code() -> None:
+    """Each code block of README's "Add an endpoint" that names a file is that file's text
+    (``...`` lines skip parts), in order: the walk-through cannot drift from the example."""
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Add an endpoint\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```\w*\n(.*?)^```$", section, flags=re.S | re.M)
+    checked = 0
+    for block in blocks:
+        first, _, body = block.partition("\n")
+        path = PROJECT_ROOT / first.removeprefix("# ").strip()
+        if not first.startswith("# ") or not path.is_file():
+            continue
+        text, position = path.read_text(encoding="utf-8"), 0
+        for part in re.split(r"^\.\.\.\n", body, flags=re.M):
+            found = text.find(part, position)
+            assert found >= 0, f"README's excerpt of {path.name} is not in it:\n{part}"
+            position = found + len(part)
+        checked += 1
+    assert checked == 4  # the spec, the controller, its test, the writing example
