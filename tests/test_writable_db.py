@@ -104,3 +104,18 @@ def test_readonly_false_after_the_first_query_says_so(app: flask.Flask) -> None:
             cur.execute("SELECT 1")  # a read-only transaction is open now
         with pytest.raises(RuntimeError, match="before the request's first query"):
             db.get_db(readonly=False)
+
+
+def test_a_writable_autocommit_connection_is_read_only_again(app: flask.Flask) -> None:
+    """In autocommit mode psycopg2 sets readonly with a session-level SET: undone too."""
+    with app.app_context():
+        conn = db.get_db()
+        conn.autocommit = True
+        conn.readonly = False  # psycopg2 sends SET default_transaction_read_only TO off
+        with conn.cursor() as cur:
+            cur.execute(INSERT, ("autocommitted",))
+    with app.app_context(), db.get_db().cursor() as cur:
+        cur.execute("SHOW default_transaction_read_only")
+        assert cur.fetchone()[0] == "on"
+        with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+            cur.execute(INSERT, ("after autocommit",))
