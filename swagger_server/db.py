@@ -105,7 +105,7 @@ def get_db(readonly: bool = True) -> Connection:
     request's transactions ``READ WRITE``: call it before the request's first query, and commit
     yourself (``with conn:`` commits on success, rolls back on an exception). What is not
     committed is rolled back when the request ends, and the pool makes the connection read-only
-    again for the next request.
+    again for the next request. Later ``get_db()`` calls in that request get the same connection.
     """
     if "db" not in g:
         pool = get_pool()
