@@ -1,9 +1,10 @@
-"""Flask's JSON for hand-written endpoints, rendering values the way the data API does.
+"""JSON for hand-written endpoints, rendering values the way the data API does.
 
 The data API lets PostgreSQL build its JSON (``to_json``); a hand-written endpoint fetches
-Python values through psycopg2 and returns them with ``jsonify`` (or a dict). Connexion's
-provider would turn ``Decimal`` into a float (rounding ``numeric``, dropping ``729.40``'s last
-zero) and dates into ISO strings with a made-up ``Z``. :class:`ExactJSONProvider` renders:
+Python values through psycopg2 and returns them as a dict (serialized by Connexion's
+``jsonifier``) or with ``jsonify`` (Flask's ``app.json``): both use :class:`ExactEncoder`.
+Connexion's defaults would turn ``Decimal`` into a float (rounding ``numeric``, dropping
+``729.40``'s last zero) and dates into ISO strings with a made-up ``Z``. Here:
 
 - ``Decimal``: a JSON number with every digit, as PostgreSQL prints ``numeric``; NaN and
   infinities as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``;
@@ -29,6 +30,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+from connexion.jsonifier import Jsonifier
 from flask.json.provider import DefaultJSONProvider
 
 # float8's switch to exponent notation: PostgreSQL prints %g-style with DBL_DIG (15) digits.
@@ -101,6 +103,9 @@ class ExactEncoder(json.JSONEncoder):
     for plain ``json.dumps``) cannot do that; endpoint responses are small enough for either.
     """
 
+    def default(self, o: Any) -> Any:
+        return default(o)
+
     def iterencode(self, o: Any, _one_shot: bool = False) -> Iterator[str]:
         encode_string = (json.encoder.encode_basestring_ascii if self.ensure_ascii
                          else json.encoder.encode_basestring)
@@ -120,3 +125,8 @@ class ExactJSONProvider(DefaultJSONProvider):
     def dumps(self, obj: Any, **kwargs: Any) -> str:
         kwargs.setdefault("cls", ExactEncoder)
         return super().dumps(obj, **kwargs)
+
+
+def jsonifier() -> Jsonifier:
+    """Connexion's serializer for what a handler returns (a dict, a list): the same rendering."""
+    return Jsonifier(json, cls=ExactEncoder)

@@ -86,6 +86,45 @@ def through_jsonify(app: Any, key: int) -> Any:
         return exact(flask.jsonify(row).get_data(as_text=True))
 
 
+# A spec whose one operation returns a dict, serialized by Connexion's jsonifier, not Flask.
+DICT_SPEC = """
+openapi: 3.0.3
+info: {title: dict, version: "1"}
+paths:
+  /kinds/{key}:
+    get:
+      operationId: tests.test_json_provider.row_as_dict
+      parameters:
+        - {name: key, in: path, required: true, schema: {type: integer}}
+      responses:
+        "200":
+          description: The row.
+          content:
+            application/json:
+              schema: {type: object}
+"""
+
+
+def row_as_dict(key: int) -> dict[str, Any]:
+    """A handler that returns a dict (no jsonify)."""
+    with db.get_db().cursor() as cur:
+        cur.execute("SELECT * FROM kinds WHERE id = %s", (key,))
+        return dict(zip([c.name for c in cur.description], cur.fetchone(), strict=True))
+
+
+@pytest.fixture(scope="module")
+def dict_app(app: Any, kinds_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    spec_dir = tmp_path_factory.mktemp("dict-spec")
+    (spec_dir / "swagger.yaml").write_text(DICT_SPEC, encoding="utf-8")
+    return create_app(make_settings(kinds_dsn), spec_dir=spec_dir)
+
+
+def through_returned_dict(dict_app: Any, key: int) -> Any:
+    response = dict_app.test_client().get(f"/kinds/{key}")
+    assert response.status_code == 200, response.text
+    return exact(response.text)
+
+
 def test_the_app_installs_the_exact_provider(app: Any) -> None:
     assert isinstance(app.app.json, ExactJSONProvider)
 
@@ -93,6 +132,12 @@ def test_the_app_installs_the_exact_provider(app: Any) -> None:
 @pytest.mark.parametrize("key", [1, 2])
 def test_jsonify_renders_a_row_as_the_data_api_does(app: Any, key: int) -> None:
     assert through_jsonify(app, key) == through_data_api(app, key)
+
+
+@pytest.mark.parametrize("key", [1, 2])
+def test_a_returned_dict_renders_a_row_as_the_data_api_does(app: Any, dict_app: Any,
+                                                            key: int) -> None:
+    assert through_returned_dict(dict_app, key) == through_data_api(app, key)
 
 
 def test_the_values_are_those_the_readme_promises(app: Any) -> None:
