@@ -11,6 +11,7 @@ from connexion.middleware import MiddlewarePosition
 from swagger_server import db, errors
 from swagger_server.config import PROJECT_ROOT, Settings, load_settings
 from swagger_server.cors import ProblemCORSMiddleware
+from swagger_server.json_provider import ExactJSONProvider, jsonifier
 from swagger_server.middleware import ControlCharacterGuard, RequestIdMiddleware
 from swagger_server.validation import ParameterValidator, RepeatedParameterParser
 
@@ -28,8 +29,9 @@ class StartupError(RuntimeError):
 
 def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> connexion.FlaskApp:
     settings = settings or load_settings()
-    app = connexion.FlaskApp(__name__, specification_dir=spec_dir)
+    app = connexion.FlaskApp(__name__, specification_dir=spec_dir, jsonifier=jsonifier())
     app.app.config["SETTINGS"] = settings
+    app.app.json = ExactJSONProvider(app.app)  # jsonify as exact as a returned dict
     db.init_app(app.app)
     try:
         app.add_api(SPEC_FILE, strict_validation=True, validate_responses=False,

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg2.extensions
 from flask import Flask, current_app, g
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
 from swagger_server.config import Settings
 from swagger_server.pool import Connection, ConnectionPool
@@ -135,13 +136,30 @@ def close_pool() -> None:
         _pool = None
 
 
-def get_db() -> Connection:
-    """The request's connection, taken from the pool on first use and kept on ``flask.g``."""
+def get_db(readonly: bool = True) -> Connection:
+    """The request's connection, taken from the pool on first use and kept on ``flask.g``.
+
+    Its transactions are read-only (the session default). ``get_db(readonly=False)`` makes the
+    request's transactions ``READ WRITE``: call it before the request's first query, and commit
+    yourself (``with conn:`` commits on success, rolls back on an exception). What is not
+    committed is rolled back when the request ends, and the pool makes the connection read-only
+    again for the next request. Later ``get_db()`` calls in that request get the same connection.
+    """
     if "db" not in g:
         pool = get_pool()
         g.db = pool.getconn()
         g.db_pool = pool  # given back to this pool, even if the process pool changes meanwhile
-    return g.db
+    conn = g.db
+    if not readonly and conn.readonly is not False:
+        if conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
+            # psycopg2 can only change it between transactions; committing the caller's read
+            # transaction behind its back would be a surprise.
+            raise RuntimeError(
+                "get_db(readonly=False) must come before the request's first query "
+                "(a read-only transaction is already open)"
+            )
+        conn.readonly = False  # psycopg2 then starts each transaction with BEGIN READ WRITE
+    return conn
 
 
 def close_db(e: BaseException | None = None) -> None:

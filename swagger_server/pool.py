@@ -445,6 +445,11 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
                 return False  # a query still running, or the connection is lost
             if conn.autocommit:
                 conn.autocommit = False
+            if (conn.readonly, conn.deferrable, conn.isolation_level) != (None, None, None):
+                # get_db(readonly=False) and the like: back to the session defaults (read-only),
+                # so the next user never inherits a writable connection. Client-side only.
+                conn.set_session(isolation_level="DEFAULT", readonly="DEFAULT",
+                                 deferrable="DEFAULT")
         except psycopg2.Error:
             return False
         return conn.info.transaction_status == _STATUS.TRANSACTION_STATUS_IDLE
