@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import connexion
-from connexion.middleware import MiddlewarePosition
+from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
 from starlette.middleware.cors import CORSMiddleware
 
 from swagger_server import db, errors
 from swagger_server.config import PROJECT_ROOT, Settings, load_settings
-from swagger_server.middleware import ControlCharacterGuard, RequestIdMiddleware
+from swagger_server.middleware import (
+    ControlCharacterGuard,
+    LiveProbe,
+    RequestIdMiddleware,
+    StalledClientGuard,
+)
 
 log = logging.getLogger(__name__)
 
 SPEC_DIR = PROJECT_ROOT / "swagger"
 SPEC_FILE = "swagger.yaml"
 # Headers a browser script may read on a cross-origin response.
-EXPOSED_HEADERS = ["Link", "X-Total-Count", "X-Request-ID", "Retry-After"]
+EXPOSED_HEADERS = ["Link", "X-Total-Count", "X-Total-Count-Timed-Out", "X-Offset-Limit-Reached",
+                   "X-Request-ID", "Retry-After"]
 
 
 class StartupError(RuntimeError):
@@ -27,7 +34,10 @@ class StartupError(RuntimeError):
 
 def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> connexion.FlaskApp:
     settings = settings or load_settings()
-    app = connexion.FlaskApp(__name__, specification_dir=spec_dir)
+    # The stalled-client guard goes outermost, where it sees the server's own send.
+    guard = partial(StalledClientGuard, stall_timeout=settings.api.export_stall_timeout)
+    app = connexion.FlaskApp(__name__, specification_dir=spec_dir,
+                             middlewares=[guard, *ConnexionMiddleware.default_middlewares])
     app.app.config["SETTINGS"] = settings
     db.init_app(app.app)
     try:
@@ -48,6 +58,9 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )
+    # Innermost of ours (after CORS, so a cross-origin probe gets its headers), still before
+    # routing and the thread pool.
+    app.add_middleware(LiveProbe, position=MiddlewarePosition.BEFORE_EXCEPTION)
     _build_now(app)
     return app
 

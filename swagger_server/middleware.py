@@ -1,13 +1,20 @@
-"""ASGI middleware of our own, outermost around Connexion: request ids, path guard."""
+"""ASGI middleware of our own around Connexion: request ids, path guard, stalled clients, liveness.
+
+They run on the worker's event loop, before Flask's views get one of the 10 request threads.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -64,3 +71,109 @@ class ControlCharacterGuard:
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
+
+
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class StalledClientGuard:
+    """Cuts a response whose client stops reading, so that it frees its thread and connection.
+
+    Why: a streamed export is a WSGI body iterated in one of a2wsgi's threads; each chunk goes
+    through a queue of 10 to a task that awaits the server's ``send``, which (uvicorn) waits for
+    the socket to drain. A client that keeps its socket open but stops reading blocks that send
+    for good, so the thread blocks on the full queue and holds its database connection idle in
+    a transaction. Here every response ``send`` is bounded by ``stall_timeout``. On expiry:
+
+    * the client's transport is aborted when the server's ``send`` reveals it (uvicorn's is a
+      method of an object with ``transport``), so the socket does not wait for a reader;
+    * ``receive`` answers ``http.disconnect``, which the export's watcher turns into giving its
+      connection back (:mod:`swagger_server.export`), whatever the server;
+    * later sends are dropped, as servers drop what is sent after a disconnect. Raising instead
+      would kill a2wsgi's sender task and leave the thread blocked on the queue for ever.
+
+    It must be outermost (before Connexion's own middleware), to see the server's ``send``.
+    """
+
+    def __init__(self, app: ASGIApp, stall_timeout: float) -> None:
+        self.app = app
+        self.stall_timeout = stall_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cut = asyncio.Event()
+
+        async def guarded_send(message: Message) -> None:
+            if cut.is_set():
+                return
+            if not message["type"].startswith("http.response."):
+                await send(message)
+                return
+            try:
+                await asyncio.wait_for(send(message), self.stall_timeout)
+            except asyncio.TimeoutError:
+                cut.set()
+                aborted = _abort_transport(send)
+                log.warning("client took nothing for %ss: response cut%s (%s %s request_id=%s)",
+                            self.stall_timeout, "" if aborted else " (socket left to close)",
+                            scope.get("method"), scope.get("path"),
+                            scope.get("state", {}).get("request_id", ""))
+
+        async def guarded_receive() -> Message:
+            if cut.is_set():
+                return _DISCONNECT
+            received = asyncio.ensure_future(receive())
+            stalled = asyncio.ensure_future(cut.wait())
+            try:
+                await asyncio.wait((received, stalled), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stalled.cancel()
+                if not received.done():
+                    received.cancel()
+            if received.done() and not received.cancelled():
+                return received.result()
+            return _DISCONNECT
+
+        await self.app(scope, guarded_receive, guarded_send)
+
+
+def _abort_transport(send: Send) -> bool:
+    """Abort the client's socket behind a server's ``send``, if it can be found; True if so.
+
+    asyncio's ``close()`` would wait for the unread buffer to drain, i.e. for ever.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    abort = getattr(transport, "abort", None)
+    if not callable(abort):
+        return False
+    abort()
+    return True
+
+
+class LiveProbe:
+    """``GET /health/live`` answered here, on the event loop, without a request thread.
+
+    A liveness probe must answer while every one of the worker's request threads is busy (slow
+    queries, long exports): it says that the process and its event loop are alive, which is what
+    a restart would fix. The spec keeps the path for documentation; with a query string the
+    request goes on to Connexion, which validates it as usual.
+    """
+
+    PATH = "/health/live"
+    BODY = b'{"status":"ok"}\n'
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope.get("path") != self.PATH
+                or scope.get("method") not in ("GET", "HEAD") or scope.get("query_string")):
+            await self.app(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.BODY)).encode("ascii"))]})
+        body = b"" if scope["method"] == "HEAD" else self.BODY
+        await send({"type": "http.response.body", "body": body})
