@@ -1,7 +1,7 @@
 """End to end: streamed exports that clients abort or stop reading must not strand the worker.
 
 A worker runs Flask views in 10 threads. Under gunicorn's native ``asgi`` worker, a download
-aborted by the client left its thread blocked for good (10 aborts and the worker answered
+aborted by the client once left its thread blocked for good (10 aborts and the worker answered
 nothing more); uvicorn-worker, the default, lets the thread finish and the pool gets its
 connection back. A client that keeps its socket open but stops reading is cut after
 ``EXPORT_STALL_TIMEOUT``; at most ``MAX_EXPORTS`` exports run at once; ``/health/live`` answers
