@@ -83,14 +83,15 @@ class StalledClientGuard:
     through a queue of 10 to a task that awaits the server's ``send``, which (uvicorn) waits for
     the socket to drain. A client that keeps its socket open but stops reading blocks that send
     for good, so the thread blocks on the full queue and holds its database connection idle in
-    a transaction. Here every response ``send`` is bounded by ``stall_timeout``. On expiry:
+    a transaction. Here a response ``send`` may wait ``stall_timeout`` at most. On expiry:
 
     * the client's transport is aborted when the server's ``send`` reveals it (uvicorn's is a
       method of an object with ``transport``), so the socket does not wait for a reader;
     * ``receive`` answers ``http.disconnect``, which the export's watcher turns into giving its
       connection back (:mod:`swagger_server.export`), whatever the server;
-    * later sends are dropped, as servers drop what is sent after a disconnect. Raising instead
-      would kill a2wsgi's sender task and leave the thread blocked on the queue for ever.
+    * the blocked send returns, and later sends are dropped, as servers drop what is sent after
+      a disconnect. Raising instead would kill a2wsgi's sender task and leave the thread
+      blocked on the queue for ever.
 
     It must be outermost (before Connexion's own middleware), to see the server's ``send``.
     """
@@ -103,40 +104,97 @@ class StalledClientGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        cut = asyncio.Event()
+        watch = _SendWatch(self.stall_timeout, scope, receive, send)
+        try:
+            await self.app(scope, watch.receive, watch.send)
+        finally:
+            watch.stop()
 
-        async def guarded_send(message: Message) -> None:
-            if cut.is_set():
-                return
-            if not message["type"].startswith("http.response."):
-                await send(message)
-                return
-            try:
-                await asyncio.wait_for(send(message), self.stall_timeout)
-            except asyncio.TimeoutError:
-                cut.set()
-                aborted = _abort_transport(send)
-                log.warning("client took nothing for %ss: response cut%s (%s %s request_id=%s)",
-                            self.stall_timeout, "" if aborted else " (socket left to close)",
-                            scope.get("method"), scope.get("path"),
-                            scope.get("state", {}).get("request_id", ""))
 
-        async def guarded_receive() -> Message:
-            if cut.is_set():
-                return _DISCONNECT
-            received = asyncio.ensure_future(receive())
-            stalled = asyncio.ensure_future(cut.wait())
-            try:
-                await asyncio.wait((received, stalled), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stalled.cancel()
-                if not received.done():
-                    received.cancel()
-            if received.done() and not received.cancelled():
-                return received.result()
+class _SendWatch:
+    """One request's sends under a stall timeout.
+
+    One timer per request rather than one per send (``asyncio.wait_for`` costs a task and a
+    timer per call, some 30 us here, twice per request): sends record when they started, and
+    the timer, re-armed while the response goes on, checks the one in progress. A stalled send
+    and a waiting receive are interrupted by cancelling their task, a cancellation that is
+    taken back (``uncancel``) where it lands.
+    """
+
+    def __init__(self, timeout: float, scope: Scope, receive: Receive, send: Send) -> None:
+        self.timeout = timeout
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.cut = False
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: asyncio.Task[Any] | None = None
+        self._since = 0.0
+        self._receiving: set[asyncio.Task[Any]] = set()
+
+    async def send(self, message: Message) -> None:
+        if self.cut:
+            return
+        if not message["type"].startswith("http.response."):
+            await self._send(message)
+            return
+        task = asyncio.current_task()
+        self._sending, self._since = task, self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._since + self.timeout, self._check)
+        try:
+            await self._send(message)
+        except asyncio.CancelledError:
+            if not self._taken_back(task):
+                raise
+        finally:
+            self._sending = None
+
+    async def receive(self) -> Message:
+        if self.cut:
             return _DISCONNECT
+        task = asyncio.current_task()
+        assert task is not None
+        self._receiving.add(task)
+        try:
+            return await self._receive()
+        except asyncio.CancelledError:
+            if not self._taken_back(task):
+                raise
+            return _DISCONNECT
+        finally:
+            self._receiving.discard(task)
 
-        await self.app(scope, guarded_receive, guarded_send)
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._sending is None:
+            return  # re-armed by the next send
+        due = self._since + self.timeout
+        if self._loop.time() < due:
+            self._timer = self._loop.call_at(due, self._check)
+            return
+        self.cut = True
+        aborted = _abort_transport(self._send)
+        log.warning("client took nothing for %ss: response cut%s (%s %s request_id=%s)",
+                    self.timeout, "" if aborted else " (socket left to close)",
+                    self.scope.get("method"), self.scope.get("path"),
+                    self.scope.get("state", {}).get("request_id", ""))
+        self._sending.cancel()
+        for task in self._receiving:
+            task.cancel()
+
+    def _taken_back(self, task: asyncio.Task[Any] | None) -> bool:
+        """Was this cancellation ours (the cut)? Then it is undone; someone else's stands."""
+        if not self.cut or task is None:
+            return False
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+        return uncancel is None or uncancel() == 0
 
 
 def _abort_transport(send: Send) -> bool:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from swagger_server.middleware import StalledClientGuard
 
 STALL = 0.2
@@ -91,4 +93,24 @@ def test_a_reading_client_is_not_disturbed() -> None:
     run(app, server)
     assert received == [{"type": "http.request", "body": b"", "more_body": False}]
     assert b"".join(server.sent) == b"abcdef"
+    assert server.transport.aborted == 0
+
+
+def test_a_cancellation_that_is_not_the_cut_still_cancels() -> None:
+    """A server shutting down cancels the request: the guard must not swallow that."""
+    server = StuckServer()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+
+    async def main() -> None:
+        guard = StalledClientGuard(app, stall_timeout=60)
+        request = asyncio.ensure_future(guard({"type": "http"}, server.receive, server.send))
+        await asyncio.sleep(STALL)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+
+    asyncio.run(asyncio.wait_for(main(), timeout=5))
     assert server.transport.aborted == 0
