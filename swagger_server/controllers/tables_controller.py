@@ -222,14 +222,19 @@ def _export(settings: Settings, pool: Any, conn: Connection, table: str, fmt: st
     with value_errors.database_errors(conn, query.typed_values(q)):
         stream = export.open_stream(
             pool, conn, statement, params, header=header, environ=request.environ,
-            idle_timeout_ms=int((settings.api.export_stall_timeout + IDLE_MARGIN_SECONDS) * 1000),
-            on_release=release_slot)
+            idle_timeout_ms=_idle_timeout_ms(settings), on_release=release_slot)
     mimetype = "text/csv; charset=utf-8" if fmt == CSV else NDJSON
     return Response(stream, content_type=mimetype, direct_passthrough=True, headers={
         "Content-Disposition": f'inline; filename="{quote(filename)}"',
         "Cache-Control": "no-store",
         "X-Content-Type-Options": "nosniff",
     })
+
+
+def _idle_timeout_ms(settings: Settings) -> int:
+    """The export's idle_in_transaction_session_timeout (PostgreSQL takes up to 2^31 - 1 ms)."""
+    seconds = settings.api.export_stall_timeout + IDLE_MARGIN_SECONDS
+    return min(int(seconds * 1000), 2**31 - 1)
 
 
 def _export_slots(settings: Settings) -> export.ExportSlots:
