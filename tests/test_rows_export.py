@@ -366,3 +366,14 @@ def test_postgresql_ends_an_export_left_idle_past_its_backstop(
         assert pool.stats()["in_use"] == 0
     finally:
         pool.closeall()
+
+
+def test_a_huge_stall_timeout_keeps_the_backstop_within_what_postgresql_takes(dsn: str) -> None:
+    db.close_pool()
+    client = create_app(make_settings(dsn, api={"export_stall_timeout": 1e9})).test_client()
+    try:
+        r = client.get("/tables/big/rows", headers=CSV, params={"limit": 2})
+        assert r.status_code == 200, r.text
+        assert r.text.count("\n") == 3
+    finally:
+        db.close_pool()
