@@ -35,6 +35,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
+from swagger_server import query
 from swagger_server.pool import Connection, ConnectionPool
 
 log = logging.getLogger(__name__)
@@ -137,16 +138,9 @@ def open_stream(
     when the stream gives the connection back. On error the caller still owns ``conn`` (and
     ``on_release`` has not run); on success the returned stream owns both.
     """
-    name = sql.Identifier(f"export_{uuid.uuid4().hex[:12]}")
-    fetch_sql = sql.SQL("FETCH FORWARD {} FROM {}").format(sql.Literal(batch), name)
+    opening, fetch_sql = query.declare_sql(f"export_{uuid.uuid4().hex[:12]}", statement, batch,
+                                           idle_timeout_ms)
     cursor = conn.cursor()
-    opening = sql.SQL("DECLARE {} NO SCROLL CURSOR FOR {}; {}").format(name, statement, fetch_sql)
-    if idle_timeout_ms > 0:
-        # Transaction-local (is_local = true): ends with the export, and works through a
-        # transaction-mode PgBouncer, unlike a session SET.
-        opening = sql.SQL(
-            "SELECT set_config('idle_in_transaction_session_timeout', {}, true); {}"
-        ).format(sql.Literal(str(idle_timeout_ms)), opening)
     try:
         cursor.execute(opening, params)
         first = cursor.fetchall()
@@ -180,7 +174,6 @@ class ExportSlots:
     """At most ``limit`` exports at once in this worker; :meth:`take` never waits."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
         self._free = threading.BoundedSemaphore(limit)
 
     def take(self) -> Callable[[], None] | None:

@@ -471,6 +471,24 @@ def csv_sql(q: RowsQuery, limit: int) -> tuple[sql.Composable, dict[str, Any]]:
     return statement, params.values
 
 
+def declare_sql(name: str, statement: sql.Composable, batch: int,
+                idle_timeout_ms: int) -> tuple[sql.Composable, sql.Composable]:
+    """An export's opening (one round trip) and the ``FETCH`` of each next batch.
+
+    The opening sets ``idle_in_transaction_session_timeout`` (when > 0), declares the cursor
+    and fetches the first batch; ``set_config(..., true)`` is transaction-local, so it ends
+    with the export and works through a transaction-mode PgBouncer, unlike a session ``SET``.
+    """
+    cursor = sql.Identifier(name)
+    fetch = sql.SQL("FETCH FORWARD {} FROM {}").format(sql.Literal(batch), cursor)
+    opening = sql.SQL("DECLARE {} NO SCROLL CURSOR FOR {}; {}").format(cursor, statement, fetch)
+    if idle_timeout_ms > 0:
+        opening = sql.SQL(
+            "SELECT set_config('idle_in_transaction_session_timeout', {}, true); {}"
+        ).format(sql.Literal(str(idle_timeout_ms)), opening)
+    return opening, fetch
+
+
 def row_sql(relation: Relation, columns: Sequence[Column],
             key: Sequence[str]) -> tuple[sql.Composable, dict[str, Any]]:
     """The row whose primary key is ``key`` (text values, in key order), as JSON text."""
