@@ -213,10 +213,10 @@ def _abort_transport(send: Send) -> bool:
 class LiveProbe:
     """``GET /health/live`` answered here, on the event loop, without a request thread.
 
-    A liveness probe must answer while every one of the worker's request threads is busy (slow
-    queries, long exports): it says that the process and its event loop are alive, which is what
-    a restart would fix. The spec keeps the path for documentation; with a query string the
-    request goes on to Connexion, which validates it as usual.
+    A liveness probe decides whether the worker is restarted: it must say whether the process
+    and its event loop are alive, and keep answering while every request thread is busy (slow
+    queries, long exports), which a restart would not cure. The spec keeps the path for
+    documentation; with a query string the request goes on to Connexion, which validates it.
     """
 
     PATH = "/health/live"
