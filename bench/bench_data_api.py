@@ -70,7 +70,7 @@ def direct_pages(dsn: str, seconds: float) -> tuple[float, float]:
         assert relation is not None
         q = query.RowsQuery(relation=relation, columns=relation.columns,
                             order=query.parse_order(relation, None)[0], unique=True, limit=PAGE)
-        statement, params = query.page_sql(q, with_total=False)
+        statement, params = query.page_sql(q)
         sql_text = conn.cursor().mogrify(statement, params)
         names = [c.name for c in relation.columns]
         plain = f"SELECT * FROM {TABLE} ORDER BY id LIMIT {PAGE + 1}"  # noqa: S608

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import connexion
-from connexion.middleware import MiddlewarePosition
+from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
 
 from swagger_server import db, errors
 from swagger_server.config import PROJECT_ROOT, Settings, load_settings
 from swagger_server.cors import ProblemCORSMiddleware
 from swagger_server.json_provider import ExactJSONProvider, jsonifier
-from swagger_server.middleware import ControlCharacterGuard, RequestIdMiddleware
+from swagger_server.middleware import (
+    ControlCharacterGuard,
+    LiveProbe,
+    RequestIdMiddleware,
+    StalledClientGuard,
+)
 from swagger_server.validation import ParameterValidator, RepeatedParameterParser
 
 log = logging.getLogger(__name__)
@@ -20,7 +26,8 @@ log = logging.getLogger(__name__)
 SPEC_DIR = PROJECT_ROOT / "swagger"
 SPEC_FILE = "swagger.yaml"
 # Headers a browser script may read on a cross-origin response.
-EXPOSED_HEADERS = ["Link", "X-Total-Count", "X-Request-ID", "Retry-After"]
+EXPOSED_HEADERS = ["Link", "X-Total-Count", "X-Total-Count-Timed-Out", "X-Offset-Limit-Reached",
+                   "X-Request-ID", "Retry-After"]
 
 
 class StartupError(RuntimeError):
@@ -29,7 +36,10 @@ class StartupError(RuntimeError):
 
 def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> connexion.FlaskApp:
     settings = settings or load_settings()
-    app = connexion.FlaskApp(__name__, specification_dir=spec_dir, jsonifier=jsonifier())
+    # The stalled-client guard goes outermost, where it sees the server's own send.
+    guard = partial(StalledClientGuard, stall_timeout=settings.api.export_stall_timeout)
+    app = connexion.FlaskApp(__name__, specification_dir=spec_dir, jsonifier=jsonifier(),
+                             middlewares=[guard, *ConnexionMiddleware.default_middlewares])
     app.app.config["SETTINGS"] = settings
     app.app.json = ExactJSONProvider(app.app)  # jsonify as exact as a returned dict
     db.init_app(app.app)
@@ -53,6 +63,9 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )
+    # Innermost of ours (after CORS, so a cross-origin probe gets its headers), still before
+    # routing and the thread pool.
+    app.add_middleware(LiveProbe, position=MiddlewarePosition.BEFORE_EXCEPTION)
     _build_now(app)
     return app
 

@@ -93,6 +93,12 @@ class ApiSettings:
     max_rows: int = 1000
     max_export_rows: int = 1_000_000
     cursor_secret: str = field(default="", repr=False)
+    # Denial-of-service bounds (README "Data API"): a client that stops reading is cut, exports
+    # per worker are bounded (below its 10 request threads), deep offsets and slow counts too.
+    export_stall_timeout: float = 30.0  # seconds a response may wait for its client to read
+    max_exports: int = 4
+    max_offset: int = 100_000
+    count_timeout: int = 1000  # milliseconds, for count=exact
 
 
 @dataclass(frozen=True)
@@ -245,6 +251,10 @@ _KEYS: dict[str, tuple[_Key, ...]] = {
         _Key("API", "MAX_ROWS", "max_rows", _int(1, 100_000)),
         _Key("API", "MAX_EXPORT_ROWS", "max_export_rows", _int(1, PG_BIGINT_MAX)),
         _Key("API", "CURSOR_SECRET", "cursor_secret", _text),
+        _Key("API", "EXPORT_STALL_TIMEOUT", "export_stall_timeout", _seconds(0.1, _DAY)),
+        _Key("API", "MAX_EXPORTS", "max_exports", _int(1, 1000)),
+        _Key("API", "MAX_OFFSET", "max_offset", _int(0, PG_BIGINT_MAX)),
+        _Key("API", "COUNT_TIMEOUT", "count_timeout", _int(1, PG_INT_MAX)),
     ),
 }
 

@@ -31,6 +31,7 @@ UNSUPPORTED_OPERATION = "/problems/unsupported-operation"
 NOT_FOUND = "/problems/not-found"
 CATALOG_CHANGED = "/problems/catalog-changed"
 CORS_REJECTED = "/problems/cors-rejected"
+TOO_MANY_EXPORTS = "/problems/too-many-exports"
 
 RETRY_AFTER_SECONDS = 1
 
@@ -117,10 +118,12 @@ class ApiProblem(Exception):
     """Raised by controllers for a client error with a clear message (400, 404, ...)."""
 
     def __init__(
-        self, status: int, title: str, detail: str, type: str = "about:blank", **ext: Any
+        self, status: int, title: str, detail: str, type: str = "about:blank",
+        headers: dict[str, str] | None = None, **ext: Any
     ) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail, self.type, self.ext = status, title, detail, type, ext
+        self.headers = headers
 
 
 def request_id(request: ConnexionRequest) -> str:
@@ -174,7 +177,8 @@ def http_error(request: ConnexionRequest, exc: HTTPException) -> ConnexionRespon
 
 
 def api_problem(request: ConnexionRequest, exc: ApiProblem) -> ConnexionResponse:
-    return _response(request, exc.status, exc.title, exc.detail, exc.type, ext=exc.ext or None)
+    return _response(request, exc.status, exc.title, exc.detail, exc.type, headers=exc.headers,
+                     ext=exc.ext or None)
 
 
 def pool_timeout(request: ConnexionRequest, exc: PoolTimeout) -> ConnexionResponse:

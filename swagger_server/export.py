@@ -1,12 +1,21 @@
 """Streamed exports (CSV, NDJSON) from a server-side cursor, in constant memory.
 
-The view opens a named cursor (``DECLARE ... CURSOR``, inside the connection's read-only
+The view opens a server-side cursor (``DECLARE ... CURSOR``, inside the connection's read-only
 transaction) and fetches the first batch itself, so that a bad value, a statement timeout or an
 unavailable database still get a proper 4xx/5xx. It then hands the connection to a
 :class:`RowStream`, the WSGI body, which fetches ``batch`` lines at a time (each line built by
 PostgreSQL) and gives the connection back to the pool exactly once: when the export ends, fails,
-the server closes the body, the client disconnects (seen through ASGI ``http.disconnect``), or
-at worst when the body is collected.
+the server closes the body, the client disconnects (seen through ASGI ``http.disconnect``; a
+client that stops reading is made to look disconnected by
+:class:`swagger_server.middleware.StalledClientGuard`), or at worst when the body is collected.
+
+Between two fetches the backend is idle in a transaction. As a server-side backstop, the
+export's transaction sets ``idle_in_transaction_session_timeout`` (transaction-local, in the
+same round trip as the ``DECLARE``): should the service ever lose track of a stream, PostgreSQL
+ends the session itself.
+
+At most ``MAX_EXPORTS`` run at once per worker (:class:`ExportSlots`): an export holds a request
+thread and a connection for as long as its client reads.
 
 The connection is taken from the pool directly, not through ``flask.g``: the request's teardown
 runs before the body is iterated.
@@ -26,6 +35,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
+from swagger_server import query
 from swagger_server.pool import Connection, ConnectionPool
 
 log = logging.getLogger(__name__)
@@ -34,7 +44,7 @@ BATCH_ROWS = 2000
 
 
 class RowStream:
-    """An iterable of bytes over a named cursor; owns ``conn`` until it is released."""
+    """An iterable of bytes over a server-side cursor; owns ``conn`` until it is released."""
 
     def __init__(
         self,
@@ -46,13 +56,14 @@ class RowStream:
         batch: int = BATCH_ROWS,
         disconnected: Callable[[], bool] | None = None,
         on_release: Callable[[], None] | None = None,
+        fetch: Callable[[], list[tuple[str]]] | None = None,
     ) -> None:
         self._pool = pool
         self._conn: Connection | None = conn
         self._cursor = cursor
+        self._fetch = fetch or (lambda: cursor.fetchmany(batch))
         self._pending = first
         self._header = header
-        self._batch = batch
         self._disconnected = disconnected or (lambda: False)
         self._on_release = on_release
         self._lock = threading.Lock()
@@ -77,7 +88,7 @@ class RowStream:
                     log.info("export: client gone after %s rows; stopping", self.rows)
                     rows = []
                 else:
-                    rows = self._cursor.fetchmany(self._batch)
+                    rows = self._fetch()
             except BaseException:
                 self._release()
                 raise
@@ -97,9 +108,7 @@ class RowStream:
         if conn is None:
             return
         with contextlib.suppress(psycopg2.Error):
-            if not conn.closed and conn.info.transaction_status == \
-                    psycopg2.extensions.TRANSACTION_STATUS_INTRANS:
-                self._cursor.close()  # CLOSE the portal; the pool rolls back the transaction
+            self._cursor.close()  # client side only: the pool's rollback ends the portal
         self._pool.putconn(conn)
         if self._on_release is not None:
             self._on_release()
@@ -119,24 +128,69 @@ def open_stream(
     header: bytes = b"",
     environ: dict[str, Any] | None = None,
     batch: int = BATCH_ROWS,
+    idle_timeout_ms: int = 0,
+    on_release: Callable[[], None] | None = None,
 ) -> RowStream:
     """DECLARE the cursor and fetch the first batch here, where errors still have a status.
 
-    On error the caller still owns ``conn``; on success the returned stream owns it.
+    One round trip: the transaction-local ``idle_in_transaction_session_timeout`` (when
+    ``idle_timeout_ms`` > 0), the ``DECLARE`` and the first ``FETCH``. ``on_release`` runs once,
+    when the stream gives the connection back. On error the caller still owns ``conn`` (and
+    ``on_release`` has not run); on success the returned stream owns both.
     """
-    cursor = conn.cursor(name=f"export_{uuid.uuid4().hex[:12]}")
-    cursor.itersize = batch
-    cursor.execute(statement, params)
-    first = cursor.fetchmany(batch)
+    opening, fetch_sql = query.declare_sql(f"export_{uuid.uuid4().hex[:12]}", statement, batch,
+                                           idle_timeout_ms)
+    cursor = conn.cursor()
+    try:
+        cursor.execute(opening, params)
+        first = cursor.fetchall()
+    except BaseException:
+        cursor.close()
+        raise
+
+    def fetch() -> list[tuple[str]]:
+        cursor.execute(fetch_sql)
+        return cursor.fetchall()
+
     watcher = _disconnect_watcher(environ)
+
+    def released() -> None:
+        if watcher is not None:
+            watcher.cancel()
+        if on_release is not None:
+            on_release()
+
     stream = RowStream(
         pool, conn, cursor, first, header=header, batch=batch,
         disconnected=watcher.done if watcher is not None else None,
-        on_release=watcher.cancel if watcher is not None else None,
+        on_release=released, fetch=fetch,
     )
     if watcher is not None:
         watcher.add_done_callback(lambda done: _on_disconnect(done, stream))
     return stream
+
+
+class ExportSlots:
+    """At most ``limit`` exports at once in this worker; :meth:`take` never waits."""
+
+    def __init__(self, limit: int) -> None:
+        self._free = threading.BoundedSemaphore(limit)
+
+    def take(self) -> Callable[[], None] | None:
+        """A slot's release function (safe to call more than once), or None when all are taken."""
+        if not self._free.acquire(blocking=False):
+            return None
+        lock = threading.Lock()
+        held = [True]
+
+        def release() -> None:
+            with lock:
+                if not held[0]:
+                    return
+                held[0] = False
+            self._free.release()
+
+        return release
 
 
 def _on_disconnect(done: Future[Any], stream: RowStream) -> None:

@@ -424,8 +424,8 @@ def _json_object(columns: Sequence[Column]) -> sql.Composable:
         sql.SQL("{} AS {}").format(json_value(c), sql.Identifier(c.name)) for c in columns))
 
 
-def page_sql(q: RowsQuery, with_total: bool) -> tuple[sql.Composable, dict[str, Any]]:
-    """One statement: ``(data json text, rows fetched, last row's key as text[], total)``.
+def page_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
+    """One statement: ``(data json text, rows fetched, last row's key as text[])``.
 
     Fetches ``limit + 1`` rows to learn whether a next page exists; the JSON holds ``limit``.
     """
@@ -437,16 +437,26 @@ def page_sql(q: RowsQuery, with_total: bool) -> tuple[sql.Composable, dict[str, 
             sql.SQL("{}::text").format(_ident(t.column.name, "x")) for t in q.order))
     else:
         key = sql.SQL("NULL::text[]")
-    total = sql.SQL("NULL::int8")
-    if with_total:
-        total = sql.SQL("(SELECT count(*) FROM {} r{})").format(
-            _relation(q.relation), _where(q, params, with_keyset=False))
     statement = sql.SQL(
         "SELECT coalesce(json_agg(p.j) FILTER (WHERE p.n <= {limit}), '[]')::text, "
-        "count(*), min(p.k) FILTER (WHERE p.n = {limit}), {total} "
+        "count(*), min(p.k) FILTER (WHERE p.n = {limit}) "
         "FROM (SELECT row_to_json(o) AS j, {key} AS k, row_number() OVER () AS n "
         "FROM ({inner}) x {obj}) p"
-    ).format(limit=limit, total=total, key=key, inner=inner, obj=_json_object(q.columns))
+    ).format(limit=limit, key=key, inner=inner, obj=_json_object(q.columns))
+    return statement, params.values
+
+
+def count_sql(q: RowsQuery, timeout_ms: int) -> tuple[sql.Composable, dict[str, Any]]:
+    """``count=exact``: the rows matching the filters, under a statement timeout of its own.
+
+    One round trip: ``set_config(..., true)`` lowers the timeout for the rest of the
+    transaction (so the count goes last), then the count, whose result is the one fetched.
+    """
+    params = _Params()
+    statement = sql.SQL(
+        "SELECT set_config('statement_timeout', {}, true); SELECT count(*) FROM {} r{}"
+    ).format(sql.Literal(str(timeout_ms)), _relation(q.relation),
+             _where(q, params, with_keyset=False))
     return statement, params.values
 
 
@@ -500,6 +510,24 @@ def csv_sql(q: RowsQuery, limit: int) -> tuple[sql.Composable, dict[str, Any]]:
     return statement, params.values
 
 
+def declare_sql(name: str, statement: sql.Composable, batch: int,
+                idle_timeout_ms: int) -> tuple[sql.Composable, sql.Composable]:
+    """An export's opening (one round trip) and the ``FETCH`` of each next batch.
+
+    The opening sets ``idle_in_transaction_session_timeout`` (when > 0), declares the cursor
+    and fetches the first batch; ``set_config(..., true)`` is transaction-local, so it ends
+    with the export and works through a transaction-mode PgBouncer, unlike a session ``SET``.
+    """
+    cursor = sql.Identifier(name)
+    fetch = sql.SQL("FETCH FORWARD {} FROM {}").format(sql.Literal(batch), cursor)
+    opening = sql.SQL("DECLARE {} NO SCROLL CURSOR FOR {}; {}").format(cursor, statement, fetch)
+    if idle_timeout_ms > 0:
+        opening = sql.SQL(
+            "SELECT set_config('idle_in_transaction_session_timeout', {}, true); {}"
+        ).format(sql.Literal(str(idle_timeout_ms)), opening)
+    return opening, fetch
+
+
 def row_sql(relation: Relation, columns: Sequence[Column],
             key: Sequence[str]) -> tuple[sql.Composable, dict[str, Any]]:
     """The row whose primary key is ``key`` (text values, in key order), as JSON text."""
@@ -519,15 +547,18 @@ def cast_check_sql(column: Column) -> tuple[sql.Composable, dict[str, Any]]:
     return sql.SQL("SELECT CAST(%(v)s AS {})").format(sql.SQL(column.type)), {}
 
 
-def position_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
-    """How many rows (filters applied) are not after the cursor: the offset of the next row."""
+def position_sql(q: RowsQuery, cap: int) -> tuple[sql.Composable, dict[str, Any]]:
+    """How many rows (filters applied) are not after the cursor: the offset of the next row.
+
+    Counts ``cap`` rows at most, so that the cost stays bounded deep in a big table.
+    """
     if q.after is None:
         raise ValueError("position_sql needs a keyset position")
     params = _Params()
     conditions = [_filter_sql(f, params) for f in q.filters]
     conditions.append(sql.SQL("({}) IS NOT TRUE").format(keyset_sql(q.order, q.after, params)))
-    statement = sql.SQL("SELECT count(*) FROM {} r WHERE {}").format(
-        _relation(q.relation), sql.SQL(" AND ").join(conditions))
+    statement = sql.SQL("SELECT count(*) FROM (SELECT FROM {} r WHERE {} LIMIT {}) c").format(
+        _relation(q.relation), sql.SQL(" AND ").join(conditions), params.add(cap))
     return statement, params.values
 
 

@@ -4,15 +4,19 @@ errors before the first byte, constant memory, and the connection given back exa
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import time
 import tracemalloc
 
+import psycopg2
 import pytest
+from psycopg2 import sql
 from starlette.testclient import TestClient
 
-from swagger_server import db
+from swagger_server import db, export
 from swagger_server.app import create_app
 from swagger_server.controllers import tables_controller
 from swagger_server.export import RowStream
@@ -278,3 +282,98 @@ def test_disconnect_watcher_releases_the_connection(app) -> None:
     finally:
         loop.call_soon_threadsafe(loop.stop)
 
+
+
+# ---------------------------------------------------------------------- denial of service
+
+
+def test_max_exports_bounds_the_exports_running_at_once(dsn: str) -> None:
+    """Over MAX_EXPORTS: 503 problem+json with Retry-After; pages still served; a slot comes
+    back when an export ends, also when it failed before its first byte."""
+    db.close_pool()
+    bounded = create_app(make_settings(dsn, api={"max_exports": 2}))
+    client = bounded.test_client()
+    try:
+        running = [_stream(bounded, "/tables/big/rows", "application/x-ndjson"),
+                   _stream(bounded, "/tables/big/rows", "text/csv")]
+        r = client.get("/tables/big/rows", headers=NDJSON)
+        assert r.status_code == 503
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.headers["retry-after"] == "5"
+        assert r.json()["type"] == "/problems/too-many-exports"
+        assert "MAX_EXPORTS" in r.json()["detail"]
+        assert client.get("/tables/big/rows", params={"limit": 1}).status_code == 200  # JSON
+        running.pop().close()
+        for _ in range(3):  # failures give their slot back
+            assert client.get("/tables/big/rows", headers=CSV,
+                              params={"filter": "id.eq.x"}).status_code == 400
+        r = client.get("/tables/big/rows", headers=CSV, params={"limit": 2})
+        assert r.status_code == 200 and r.text.count("\n") == 3
+        assert client.get("/tables/big/rows", headers=CSV).status_code == 200
+        running.pop().close()
+        assert client.get("/pool").json()["in_use"] == 0
+    finally:
+        db.close_pool()
+
+
+def _backend_alive(admin: TestDatabase, pid: int) -> bool:
+    with contextlib.closing(admin.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+        return cur.fetchone()[0] == 1
+
+
+def test_an_export_sets_idle_in_transaction_timeout_for_its_transaction_only(dsn: str) -> None:
+    """The backstop: EXPORT_STALL_TIMEOUT + 5 s, set in the export's transaction only."""
+    db.close_pool()
+    app = create_app(make_settings(dsn, api={"export_stall_timeout": 1.5},
+                                   pool={"min_size": 1, "max_size": 1}))
+    show = "SHOW idle_in_transaction_session_timeout"
+    try:
+        stream = _stream(app, "/tables/big/rows", "text/csv")
+        with stream._conn.cursor() as cur:  # the stream's own transaction
+            cur.execute(show)
+            assert cur.fetchone()[0] == "6500ms"
+        stream.close()
+        with db.get_pool().connection() as conn, conn.cursor() as cur:  # max_size 1: the same
+            cur.execute(show)
+            assert cur.fetchone()[0] == "0"
+    finally:
+        db.close_pool()
+
+
+def test_postgresql_ends_an_export_left_idle_past_its_backstop(
+    dsn: str, database: TestDatabase
+) -> None:
+    """Should the service lose track of a stream, the server ends its session by itself; the
+    stream then fails and gives the broken connection back."""
+    db.close_pool()
+    pool = db.create_pool(make_settings(dsn))
+    try:
+        conn = pool.getconn()
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            pid = cur.fetchone()[0]
+        statement = sql.SQL("SELECT id::text FROM big")
+        stream = export.open_stream(pool, conn, statement, {}, batch=10, idle_timeout_ms=300)
+        next(stream)
+        deadline = time.monotonic() + 10
+        while _backend_alive(database, pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _backend_alive(database, pid)
+        with pytest.raises(psycopg2.OperationalError):
+            for _ in stream:
+                pass
+        assert pool.stats()["in_use"] == 0
+    finally:
+        pool.closeall()
+
+
+def test_a_huge_stall_timeout_keeps_the_backstop_within_what_postgresql_takes(dsn: str) -> None:
+    db.close_pool()
+    client = create_app(make_settings(dsn, api={"export_stall_timeout": 1e9})).test_client()
+    try:
+        r = client.get("/tables/big/rows", headers=CSV, params={"limit": 2})
+        assert r.status_code == 200, r.text
+        assert r.text.count("\n") == 3
+    finally:
+        db.close_pool()

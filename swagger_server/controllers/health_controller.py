@@ -11,6 +11,8 @@ READY_TIMEOUT_SECONDS = 2.0
 
 
 def live() -> Response:
+    # Normally answered before Flask by middleware.LiveProbe (no request thread needed); this
+    # view serves only what the probe passes on (a query string, which Connexion validates).
     return jsonify(status="ok")
 
 

@@ -11,10 +11,11 @@ import contextlib
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import psycopg2.errors
 from flask import Response, current_app, jsonify, request
 
 from swagger_server import cursors, errors, export, query, value_errors
@@ -31,6 +32,14 @@ NDJSON = "application/x-ndjson"
 _FORMATS = [JSON, CSV, NDJSON]
 _QUERY_PARAMS = ("select", "filter", "order", "limit", "offset", "cursor", "count")
 _SINGLE_PARAMS = ("select", "order", "limit", "offset", "cursor", "count")  # filter repeats
+# An export lasts a while: a client turned away should not come back at once.
+EXPORT_RETRY_AFTER_SECONDS = 5
+# The export's idle_in_transaction_session_timeout: the stall timeout plus this. A backstop
+# only: StalledClientGuard cuts a stalled client first (README "Data API").
+IDLE_MARGIN_SECONDS = 5
+# Response headers: the count ran out of COUNT_TIMEOUT; the next page lies past MAX_OFFSET.
+COUNT_TIMED_OUT = "X-Total-Count-Timed-Out"
+OFFSET_LIMIT_REACHED = "X-Offset-Limit-Reached"
 
 
 # ------------------------------------------------------------------ handlers
@@ -51,12 +60,25 @@ def get_rows(table: str, **_: Any) -> Response:
     fmt = request.accept_mimetypes.best_match(_FORMATS, default=JSON) or JSON
     if fmt == JSON:
         return _page(settings, table)
-    pool = get_pool()
-    conn = pool.getconn()
+    # A slot first: over the bound, no thread time or connection is spent.
+    release_slot = _export_slots(settings).take()
+    if release_slot is None:
+        raise ApiProblem(
+            503, "Service Unavailable",
+            f"this worker already runs {settings.api.max_exports} exports (MAX_EXPORTS); "
+            "retry shortly", type=errors.TOO_MANY_EXPORTS,
+            headers={"Retry-After": str(EXPORT_RETRY_AFTER_SECONDS)})
     try:
-        return _export(settings, pool, conn, table, fmt)
+        pool = get_pool()
+        conn = pool.getconn()
     except BaseException:
-        pool.putconn(conn)  # the stream did not take it over
+        release_slot()
+        raise
+    try:
+        return _export(settings, pool, conn, table, fmt, release_slot)
+    except BaseException:
+        pool.putconn(conn)  # the stream did not take them over
+        release_slot()
         raise
 
 
@@ -94,10 +116,12 @@ def _page(settings: Settings, table: str) -> Response:
     limit = _limit(settings.api.default_limit, settings.api.max_rows)
     q = _rows_query(settings, relation, limit)
     count = request.args.get("count")
-    statement, params = query.page_sql(q, with_total=count == "exact")
+    statement, params = query.page_sql(q)
+    headers: dict[str, str] = {}
+    total: int | None = None
     with value_errors.database_errors(conn, query.typed_values(q), relation), conn.cursor() as cur:
         cur.execute(statement, params)
-        data, fetched, last_key, total = cur.fetchone()
+        data, fetched, last_key = cur.fetchone()
         if count == "estimated":
             total = _estimate(cur, q)
         next_cursor = None
@@ -111,25 +135,55 @@ def _page(settings: Settings, table: str) -> Response:
             if next_query is None:
                 # No unique order, or a key too long for a cursor: the next page by offset
                 # (see the spec), counted from the first row even when this page followed a
-                # cursor.
-                next_query = {"offset": str(_rows_before(cur, q) + q.limit)}
+                # cursor. Never past MAX_OFFSET: that link would be a 400.
+                max_offset = settings.api.max_offset
+                next_offset = _rows_before(cur, q, max_offset) + q.limit
+                if next_offset <= max_offset:
+                    next_query = {"offset": str(next_offset)}
+                else:
+                    headers[OFFSET_LIMIT_REACHED] = "true"
+        if count == "exact":  # last: on expiry its transaction is aborted
+            total = _exact_count(conn, cur, q, settings)
+            if total is None:
+                headers[COUNT_TIMED_OUT] = "true"
     body = f'{{"data":{data},"next_cursor":{json.dumps(next_cursor)}'
-    headers: dict[str, str] = {}
     if total is not None:
         body += f',"total":{int(total)}'
         headers["X-Total-Count"] = str(int(total))
+    elif count is not None:
+        body += ',"total":null'
     if next_query is not None:
         headers["Link"] = f'<{_next_url(next_query)}>; rel="next"'
     return Response(body + "}", mimetype=JSON, headers=headers)
 
 
-def _rows_before(cur: Any, q: RowsQuery) -> int:
-    """Rows before this page: its offset, or those up to and including the cursor's row."""
+def _rows_before(cur: Any, q: RowsQuery, cap: int) -> int:
+    """Rows before this page: its offset, or those up to and including the cursor's row.
+
+    Counted up to ``cap + 1`` at most: beyond ``cap`` only "more than cap" matters.
+    """
     if q.after is None:
         return q.offset
-    statement, params = query.position_sql(q)
+    statement, params = query.position_sql(q, cap + 1)
     cur.execute(statement, params)
     return int(cur.fetchone()[0])
+
+
+def _exact_count(conn: Connection, cur: Any, q: RowsQuery, settings: Settings) -> int | None:
+    """``count=exact`` under ``COUNT_TIMEOUT`` (or the statement timeout if lower); None when it
+    ran out. Must be the transaction's last statement: it lowers the statement timeout for the
+    rest of the transaction, and on expiry aborts it (rolled back here).
+    """
+    timeout = settings.api.count_timeout
+    if settings.pool.statement_timeout:
+        timeout = min(timeout, settings.pool.statement_timeout)
+    statement, params = query.count_sql(q, timeout)
+    try:
+        cur.execute(statement, params)
+        return int(cur.fetchone()[0])
+    except psycopg2.errors.QueryCanceled:
+        conn.rollback()
+        return None
 
 
 def _estimate(cur: Any, q: RowsQuery) -> int:
@@ -150,7 +204,8 @@ def _next_url(replace: dict[str, str]) -> str:
 # ------------------------------------------------------------------ exports
 
 
-def _export(settings: Settings, pool: Any, conn: Connection, table: str, fmt: str) -> Response:
+def _export(settings: Settings, pool: Any, conn: Connection, table: str, fmt: str,
+            release_slot: Callable[[], None]) -> Response:
     relation = _relation(_catalog(conn), table)
     limit = _limit(settings.api.max_export_rows, settings.api.max_export_rows)
     q = _rows_query(settings, relation, limit)
@@ -165,14 +220,31 @@ def _export(settings: Settings, pool: Any, conn: Connection, table: str, fmt: st
         header = b""
         filename = f"{relation.name}.ndjson"
     with value_errors.database_errors(conn, query.typed_values(q), relation):
-        stream = export.open_stream(pool, conn, statement, params, header=header,
-                                    environ=request.environ)
+        stream = export.open_stream(
+            pool, conn, statement, params, header=header, environ=request.environ,
+            idle_timeout_ms=_idle_timeout_ms(settings), on_release=release_slot)
     mimetype = "text/csv; charset=utf-8" if fmt == CSV else NDJSON
     return Response(stream, content_type=mimetype, direct_passthrough=True, headers={
         "Content-Disposition": f'inline; filename="{quote(filename)}"',
         "Cache-Control": "no-store",
         "X-Content-Type-Options": "nosniff",
     })
+
+
+def _idle_timeout_ms(settings: Settings) -> int:
+    """The export's idle_in_transaction_session_timeout (PostgreSQL takes up to 2^31 - 1 ms)."""
+    seconds = settings.api.export_stall_timeout + IDLE_MARGIN_SECONDS
+    return min(int(seconds * 1000), 2**31 - 1)
+
+
+def _export_slots(settings: Settings) -> export.ExportSlots:
+    """This app's export slots (one app per worker), made on first use."""
+    slots = current_app.extensions.get("pgrest_export_slots")
+    if slots is None:
+        # setdefault: two first exports at once still share one object.
+        slots = current_app.extensions.setdefault(
+            "pgrest_export_slots", export.ExportSlots(settings.api.max_exports))
+    return slots
 
 
 def _csv_header(names: list[str]) -> bytes:
@@ -234,7 +306,7 @@ def _rows_query(settings: Settings, relation: Relation, limit: int) -> RowsQuery
             raise QueryError("filter", f"filter: at most {query.MAX_FILTERS} filters")
         filters = tuple(query.parse_filter(relation, f) for f in raw_filters)
         order, unique = query.parse_order(relation, args.get("order"))
-    offset = _offset()
+    offset = _offset(settings.api.max_offset, relation, unique)
     q = RowsQuery(relation=relation, columns=columns, filters=filters, order=order,
                   unique=unique, offset=offset, limit=limit)
     problem = value_errors.pattern_problem(query.pattern_values(q))
@@ -255,7 +327,8 @@ def _rows_query(settings: Settings, relation: Relation, limit: int) -> RowsQuery
     return q
 
 
-def _offset() -> int:
+def _offset(maximum: int, relation: Relation, unique: bool) -> int:
+    """The offset, at most ``MAX_OFFSET``: PostgreSQL reads every row it skips."""
     raw = request.args.get("offset")
     if raw is None:
         return 0
@@ -263,8 +336,17 @@ def _offset() -> int:
         offset = int(raw)
     except ValueError:
         raise _bad("offset", "offset: expected an integer") from None
-    if not 0 <= offset <= 2**63 - 1:
-        raise _bad("offset", "offset: must be a non-negative 64-bit integer")
+    if offset < 0:
+        raise _bad("offset", "offset: must not be negative")
+    if offset > maximum:
+        if unique:
+            instead = ("page with cursor instead (the next_cursor of the previous page): it "
+                       "costs the same at any depth")
+        else:
+            instead = (f"{relation.name} has no primary key, so no cursor: narrow the rows with "
+                       "filter, or stream them all as CSV or NDJSON")
+        raise _bad("offset", f"offset: at most {maximum} (skipped rows are read, so deep "
+                             f"offsets are slow); {instead}")
     return offset
 
 
