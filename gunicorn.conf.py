@@ -4,17 +4,15 @@
   builds the app once to fail fast on a broken spec or setting, and stops the server on exit.
 - Each worker creates its own pool after fork (``post_fork``) and closes it (``worker_exit``).
 - Every stop signal to the master ends the workers through ``worker_exit``
-  (``post_worker_init``): TERM gracefully (requests in flight finish, up to ``graceful_timeout``),
-  INT and QUIT quickly (requests in flight are dropped).
+  (``post_worker_init``, swagger_server/lifecycle.py): TERM gracefully (requests in flight
+  finish, within ``graceful_timeout``), INT and QUIT quickly (they get a second).
 """
 
 from __future__ import annotations
 
-import functools
-import signal
 import sys
 
-from swagger_server import db, embedded
+from swagger_server import db, embedded, lifecycle
 from swagger_server.app import StartupError, create_app
 from swagger_server.config import ConfigError, load_settings
 
@@ -58,11 +56,6 @@ logconfig_dict = {
 }
 
 _embedded_server: embedded.EmbeddedPostgres | None = None
-# Share of graceful_timeout a worker waits for requests in flight on TERM; the rest is for
-# closing the pool before the master's SIGKILL.
-GRACE_SHARE = 0.8
-# Seconds a worker waits for requests in flight on the master's INT or QUIT (a quick stop).
-QUICK_GRACE = 1.0
 
 
 def on_starting(server):
@@ -88,47 +81,9 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    if _settings.server.worker_class != "uvicorn":
-        return
-    _hand_plain_sockets_to_uvicorn(worker)
-    # uvicorn waits for requests in flight without a limit by default; the master SIGKILLs a
-    # worker after graceful_timeout. Stop waiting a little before, so worker_exit still runs.
-    worker.config.timeout_graceful_shutdown = graceful_timeout * GRACE_SHARE
-    # After its graceful shutdown, uvicorn puts the default handlers back and re-raises the
-    # signal: the worker would die by it and skip worker_exit, leaving its pool unclosed.
-    # Turn the re-raised signal into a normal exit.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _exit_normally)
-    # The master sends SIGQUIT on its own INT or QUIT. uvicorn-worker hands SIGQUIT to
-    # worker.handle_exit, which only sets a flag that nothing reads: the worker would serve on
-    # until the master SIGKILLs it after graceful_timeout, its pool never closed.
-    worker.handle_exit = functools.partial(_quick_exit, worker)
-
-
-def _hand_plain_sockets_to_uvicorn(worker) -> None:
-    """Give uvicorn the listening sockets themselves, not gunicorn's wrappers around them.
-
-    uvloop closes the file descriptor of a socket it serves on when it stops; a plain socket
-    it then detaches, but a wrapper it closes a second time, which gunicorn's wrapper logs as
-    "Error while closing socket [Errno 9] Bad file descriptor" (once per worker, at every stop).
-    A second close of a number is also a race: another thread may have just been given it.
-    """
-    worker.sockets = [getattr(sock, "sock", sock) for sock in worker.sockets]
-
-
-def _quick_exit(worker, signum, frame) -> None:
-    """A quick stop, as gunicorn defines INT and QUIT: requests in flight get QUICK_GRACE.
-
-    SIGTERM is what starts uvicorn's own shutdown (stop accepting, close idle connections,
-    wait for the others, cancel what is left after timeout_graceful_shutdown); uvicorn then
-    re-raises it, and _exit_normally turns that into an exit through worker_exit.
-    """
-    worker.config.timeout_graceful_shutdown = QUICK_GRACE
-    signal.raise_signal(signal.SIGTERM)
-
-
-def _exit_normally(signum, frame):
-    sys.exit(0)
+    if _settings.server.worker_class == "uvicorn":
+        # Every stop signal and max_requests end the worker through worker_exit, cleanly.
+        lifecycle.prepare(worker, graceful_timeout)
 
 
 def worker_exit(server, worker):
