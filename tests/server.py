@@ -245,6 +245,11 @@ def _query(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, 
             return cur.fetchall() if cur.description else []
 
 
+def run_sql(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """One statement on a new autocommit connection (test setup, pg_stat_activity); its rows."""
+    return _query(dsn, sql, params)
+
+
 def worker_backends(dsn: str) -> dict[str, int]:
     """Connections of service workers to the database of ``dsn``, by application_name."""
     rows = _query(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.pg import TestDatabase
-from tests.server import GunicornServer, _query, scratch_database, wait_for
+from tests.server import GunicornServer, run_sql, scratch_database, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +27,8 @@ def access_line(server: GunicornServer, request_id: str) -> re.Match[str] | None
 @pytest.fixture(scope="module")
 def items_db(database: TestDatabase) -> Iterator[str]:
     with scratch_database(database, "access") as dsn:
-        _query(dsn, "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)")
-        _query(dsn, "INSERT INTO items SELECT i, 'item number ' || i "
+        run_sql(dsn, "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)")
+        run_sql(dsn, "INSERT INTO items SELECT i, 'item number ' || i "
                     f"FROM generate_series(1, {ROWS}) i")
         yield dsn
 

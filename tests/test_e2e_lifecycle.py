@@ -21,7 +21,7 @@ import pytest
 
 from swagger_server.embedded import EmbeddedPostgres
 from tests.pg import TestDatabase
-from tests.server import GunicornServer, Response, _query, scratch_database, wait_for
+from tests.server import GunicornServer, Response, run_sql, scratch_database, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +94,7 @@ def test_every_stop_signal_to_the_master_closes_the_pools_and_stops_the_embedded
 def test_a_request_in_flight_when_sigterm_arrives_gets_its_answer(
     scratch_db: str, tmp_path: Path
 ) -> None:
-    _query(scratch_db, "CREATE VIEW slow AS SELECT 1 AS id FROM pg_sleep(2)")
+    run_sql(scratch_db, "CREATE VIEW slow AS SELECT 1 AS id FROM pg_sleep(2)")
     env = {"DATABASE_URL": scratch_db, "SERVER_WORKERS": str(WORKERS),
            "SERVER_TIMEOUT": str(GRACEFUL_TIMEOUT)}
     with GunicornServer(tmp_path, env) as server, ThreadPoolExecutor(1) as pool:
@@ -102,7 +102,7 @@ def test_a_request_in_flight_when_sigterm_arrives_gets_its_answer(
         in_flight = pool.submit(server.get, "/tables/slow/rows?select=id", timeout=30)
         sleeping = ("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
                     "AND query LIKE '%%slow%%' AND pid <> pg_backend_pid()")
-        assert wait_for(lambda: _query(scratch_db, sleeping)[0][0] == 1, timeout=10), (
+        assert wait_for(lambda: run_sql(scratch_db, sleeping)[0][0] == 1, timeout=10), (
             "the slow request never reached the database"
         )
         started = time.monotonic()
