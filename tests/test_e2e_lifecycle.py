@@ -47,6 +47,12 @@ def status_or_error(server: GunicornServer) -> int | str:
         return type(exc).__name__
 
 
+def requests_per_worker(server: GunicornServer) -> dict[str, int]:
+    """From the access log: how many requests each worker pid answered."""
+    pids = re.findall(r"\[(\d+)\] \[INFO\] GET ", server.stdout())
+    return {pid: pids.count(pid) for pid in set(pids)}
+
+
 @pytest.fixture(scope="module")
 def embedded_dir(pg_root: Path) -> Iterator[Path]:
     """One data folder for the module's embedded servers: initialised and seeded once."""
@@ -132,7 +138,8 @@ def test_max_requests_recycles_workers_under_load_without_a_failed_request(
         assert outcomes == [200] * requests, {o: outcomes.count(o) for o in set(outcomes)}
         # 400 requests over 2 workers recycling after 50-60: every first worker was replaced.
         assert wait_for(lambda: not first & set(server.children()), timeout=10), (
-            f"first workers {sorted(first)} still serving; children {server.children()}"
+            f"first workers {sorted(first)} still serving; children {server.children()}; "
+            f"requests per worker {requests_per_worker(server)}\n{server.stderr()[-3000:]}"
         )
         assert wait_for(lambda: len(server.worker_pids()) == WORKERS, timeout=20)
         log = server.stderr()
