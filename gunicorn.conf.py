@@ -7,15 +7,17 @@
 - Each worker inherits the master's settings object through fork: its pool (``post_fork``) and
   its app (``wsgi.application``) use it, never a second read of the files. It closes its pool
   in ``worker_exit``.
+- Every stop signal to the master ends the workers through ``worker_exit``
+  (``post_worker_init``, swagger_server/lifecycle.py): TERM gracefully (requests in flight
+  finish, within ``graceful_timeout``), INT and QUIT quickly (they get a second).
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 
 # Module-level names are gunicorn settings when they match one (``config`` does): import names.
-from swagger_server import capacity, cursors, db, embedded
+from swagger_server import capacity, cursors, db, embedded, lifecycle
 from swagger_server.app import StartupError, create_app
 from swagger_server.config import (
     ConfigError,
@@ -40,17 +42,26 @@ worker_class = {"uvicorn": "uvicorn_worker.UvicornWorker", "asgi": "asgi"}[
 ]
 timeout = _settings.server.timeout
 graceful_timeout = _settings.server.timeout
+max_requests = _settings.server.max_requests
+max_requests_jitter = _settings.server.max_requests_jitter
 keepalive = 5
 # gunicorn 27's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl): two
 # deployments would fight over it. Nothing here uses it.
 control_socket_disable = True
 loglevel = _settings.server.log_level
-# gunicorn's own loggers stay as they are; ours go to the same stream, once.
+# gunicorn's own loggers stay as they are; ours go to the same stream (stderr), once. The access
+# log (swagger_server/access_log.py) goes to stdout at INFO whatever LOG_LEVEL says: it is
+# switched by ACCESS_LOG alone.
 logconfig_dict = {
     "loggers": {
         "swagger_server": {
             "level": _settings.server.log_level.upper(),
             "handlers": ["error_console"],
+            "propagate": False,
+        },
+        "swagger_server.access": {
+            "level": "INFO",
+            "handlers": ["console"],
             "propagate": False,
         },
     },
@@ -101,15 +112,8 @@ def post_fork(server, worker):
 
 def post_worker_init(worker):
     if _settings.server.worker_class == "uvicorn":
-        # After its graceful shutdown, uvicorn puts the default handlers back and re-raises the
-        # signal: the worker would die by it and skip worker_exit, leaving its pool unclosed.
-        # Turn the re-raised signal into a normal exit.
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, _exit_normally)
-
-
-def _exit_normally(signum, frame):
-    sys.exit(0)
+        # Every stop signal and max_requests end the worker through worker_exit, cleanly.
+        lifecycle.prepare(worker, graceful_timeout)
 
 
 def worker_exit(server, worker):

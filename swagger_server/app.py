@@ -9,7 +9,7 @@ from pathlib import Path
 import connexion
 from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
 
-from swagger_server import db, errors
+from swagger_server import access_log, db, errors
 from swagger_server.config import PROJECT_ROOT, Settings, load_settings
 from swagger_server.cors import ProblemCORSMiddleware
 from swagger_server.json_provider import ExactJSONProvider, jsonifier
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
     except Exception as exc:
         raise StartupError(f"cannot load {spec_dir / SPEC_FILE}: {_first_line(exc)}") from exc
     errors.register(app)
+    access_log.install(app, settings)  # outermost of ours: logs every answer, theirs too
     # Added first, so it wraps CORS: CORS answers preflights itself, which get an id too.
     app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(ControlCharacterGuard, position=MiddlewarePosition.BEFORE_EXCEPTION)

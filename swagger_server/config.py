@@ -76,6 +76,9 @@ class ServerSettings:
     worker_class: str = "uvicorn"
     timeout: int = 30
     log_level: str = "info"
+    access_log: str = "on"  # "on" or "off": one line per request (swagger_server/access_log.py)
+    max_requests: int = 0  # requests after which a worker is recycled; 0 = never
+    max_requests_jitter: int = 0  # plus up to this many, at random: workers recycle apart
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,9 @@ _KEYS: dict[str, tuple[_Key, ...]] = {
         _Key("SERVER", "WORKER_CLASS", "worker_class", _choice("asgi", "uvicorn")),
         _Key("SERVER", "TIMEOUT", "timeout", _int(1, _DAY)),
         _Key("SERVER", "LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error")),
+        _Key("SERVER", "ACCESS_LOG", "access_log", _choice("on", "off")),
+        _Key("SERVER", "MAX_REQUESTS", "max_requests", _int(0)),
+        _Key("SERVER", "MAX_REQUESTS_JITTER", "max_requests_jitter", _int(0)),
     ),
     "embedded": (_Key("EMBEDDED", "DATA_DIR", "data_dir", _path),),
     "api": (

@@ -155,11 +155,12 @@ class GunicornServer:
             time.sleep(0.05)
         raise TimeoutError(f"gunicorn not ready in {timeout}s:\n{self.stderr()[-3000:]}")
 
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM to the master and wait for it; kills the group and raises if it hangs."""
+    def stop(self, timeout: float = 20.0, sig: int = signal.SIGTERM) -> int:
+        """``sig`` to the master alone (as a process manager sends it) and wait for it; kills
+        the group and raises if it hangs."""
         assert self.process is not None
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(sig)
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -195,6 +196,9 @@ class GunicornServer:
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
 
     def worker_pids(self) -> list[int]:
         """Children of the master that have opened their pool and listen, per the log."""
@@ -239,6 +243,11 @@ def _query(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, 
         with conn.cursor() as cur:
             cur.execute(sql, params)
             return cur.fetchall() if cur.description else []
+
+
+def run_sql(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """One statement on a new autocommit connection (test setup, pg_stat_activity); its rows."""
+    return _query(dsn, sql, params)
 
 
 def worker_backends(dsn: str) -> dict[str, int]:
