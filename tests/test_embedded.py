@@ -19,7 +19,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
-from swagger_server.config import EMBEDDED_DSN_ENV, load_settings
+from swagger_server.config import EMBEDDED_DSN_ENV, Settings, load_settings
 from swagger_server.embedded import (
     HBA_CONF,
     PASSWORD_FILE,
@@ -45,6 +45,14 @@ def query(dsn: str, sql: str) -> list[tuple]:
         with conn.cursor() as cur:
             cur.execute(sql)
             return cur.fetchall() if cur.description else []
+
+
+def settings_from(monkeypatch: pytest.MonkeyPatch, **environ: str) -> Settings:
+    """Settings the way the service loads them, from the process environment: the session
+    fixture keeps the developer's config.ini and variables out of it (tests/conftest.py)."""
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    return load_settings()
 
 
 @pytest.fixture
@@ -253,10 +261,11 @@ def test_the_scram_verifier_is_what_postgresql_makes(database: TestDatabase) -> 
 
 
 def test_the_password_is_never_logged(
-    tmp_path: Path, no_embedded_env: None, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, no_embedded_env: None, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="swagger_server")
-    settings = load_settings(environ={"EMBEDDED_DATA_DIR": str(tmp_path / "pg")})
+    settings = settings_from(monkeypatch, EMBEDDED_DATA_DIR=str(tmp_path / "pg"))
     server = start_if_needed(settings)
     try:
         assert server is not None and server.password
@@ -275,10 +284,11 @@ def test_the_password_is_never_logged(
     ids=["DATABASE_URL", "POSTGRES"],
 )
 def test_a_configured_database_is_never_touched(
-    tmp_path: Path, no_embedded_env: None, environ: dict[str, str]
+    tmp_path: Path, no_embedded_env: None, environ: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data_dir = tmp_path / "never"
-    settings = load_settings(environ={**environ, "EMBEDDED_DATA_DIR": str(data_dir)})
+    settings = settings_from(monkeypatch, **environ, EMBEDDED_DATA_DIR=str(data_dir))
     assert start_if_needed(settings) is None
     assert not data_dir.exists()
     assert EMBEDDED_DSN_ENV not in os.environ
@@ -289,17 +299,17 @@ def test_an_already_published_server_is_not_started_again(
 ) -> None:
     data_dir = tmp_path / "never"
     monkeypatch.setenv(EMBEDDED_DSN_ENV, "host=/somewhere/else")
-    settings = load_settings(environ={"EMBEDDED_DATA_DIR": str(data_dir)})
+    settings = settings_from(monkeypatch, EMBEDDED_DATA_DIR=str(data_dir))
     assert start_if_needed(settings) is None
     assert not data_dir.exists()
     assert os.environ[EMBEDDED_DSN_ENV] == "host=/somewhere/else"
 
 
 def test_with_nothing_configured_it_starts_and_publishes_the_dsn(
-    tmp_path: Path, no_embedded_env: None
+    tmp_path: Path, no_embedded_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data_dir = tmp_path / "pgdata"
-    settings = load_settings(environ={"EMBEDDED_DATA_DIR": str(data_dir)})
+    settings = settings_from(monkeypatch, EMBEDDED_DATA_DIR=str(data_dir))
     assert settings.database.embedded and settings.database.dsn is None
 
     server = start_if_needed(settings)
@@ -308,7 +318,7 @@ def test_with_nothing_configured_it_starts_and_publishes_the_dsn(
         assert server.data_dir == data_dir.resolve()
         assert os.environ[EMBEDDED_DSN_ENV] == server.dsn
         # Settings loaded afterwards (what the forked workers do) point at it.
-        reloaded = load_settings(environ={EMBEDDED_DSN_ENV: os.environ[EMBEDDED_DSN_ENV]})
+        reloaded = load_settings()
         assert reloaded.database.embedded
         assert reloaded.database.dsn == server.dsn
         assert query(reloaded.database.dsn, "SELECT current_user") == [("postgres",)]
