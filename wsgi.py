@@ -19,7 +19,10 @@ def main() -> None:
     settings = load_settings()
     logging.basicConfig(level=settings.server.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = embedded.start_if_needed(settings)
+    try:
+        server = embedded.start_if_needed(settings)
+    except embedded.EmbeddedError as exc:
+        sys.exit(f"cannot start: {exc}")
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exit that runs the
     # finally block below, so the embedded server is stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -50,9 +50,8 @@ host    all   all   127.0.0.1/32  scram-sha-256
 host    all   all   ::1/128       scram-sha-256
 """
 NO_PGSERVER = (
-    "no database configured: set DATABASE_URL (or [POSTGRES] URL); the embedded demo "
-    "PostgreSQL needs the pgserver package (pip install -r requirements-embedded.txt), "
-    "which this installation does not have"
+    "no database configured: set DATABASE_URL (the embedded demo PostgreSQL needs pgserver, "
+    "which is not installed: pip install -r requirements-embedded.txt)"
 )
 
 
