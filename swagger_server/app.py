@@ -9,7 +9,7 @@ import connexion
 from connexion.middleware import MiddlewarePosition
 from starlette.middleware.cors import CORSMiddleware
 
-from swagger_server import db, errors
+from swagger_server import db, errors, served_spec
 from swagger_server.config import PROJECT_ROOT, Settings, load_settings
 from swagger_server.middleware import ControlCharacterGuard, RequestIdMiddleware
 
@@ -27,7 +27,8 @@ class StartupError(RuntimeError):
 
 def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> connexion.FlaskApp:
     settings = settings or load_settings()
-    app = connexion.FlaskApp(__name__, specification_dir=spec_dir)
+    app = connexion.FlaskApp(__name__, specification_dir=spec_dir,
+                             middlewares=served_spec.MIDDLEWARES)
     app.app.config["SETTINGS"] = settings
     db.init_app(app.app)
     try:
