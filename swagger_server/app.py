@@ -28,7 +28,7 @@ class StartupError(RuntimeError):
 def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> connexion.FlaskApp:
     settings = settings or load_settings()
     app = connexion.FlaskApp(__name__, specification_dir=spec_dir,
-                             middlewares=served_spec.MIDDLEWARES)
+                             middlewares=served_spec.middlewares())
     app.app.config["SETTINGS"] = settings
     db.init_app(app.app)
     try:

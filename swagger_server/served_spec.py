@@ -33,6 +33,8 @@ class SpecMiddleware(SwaggerUIMiddleware):
         self.router.mount(api.base_path, app=api.router)
 
 
-# Connexion's middleware stack, with the spec served by ours.
-MIDDLEWARES = [SpecMiddleware if m is SwaggerUIMiddleware else m
-               for m in ConnexionMiddleware.default_middlewares]
+def middlewares() -> list[type]:
+    """Connexion's middleware stack with the spec served by ours: a new list for each app, since
+    ``add_middleware`` inserts into the list it was given."""
+    return [SpecMiddleware if m is SwaggerUIMiddleware else m
+            for m in ConnexionMiddleware.default_middlewares]

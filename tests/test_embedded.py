@@ -58,7 +58,8 @@ def settings_from(monkeypatch: pytest.MonkeyPatch, **environ: str) -> Settings:
 @pytest.fixture
 def no_embedded_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No embedded DSN published yet; whatever a test publishes is undone afterwards."""
-    monkeypatch.delenv(EMBEDDED_DSN_ENV, raising=False)
+    monkeypatch.setenv(EMBEDDED_DSN_ENV, "")  # recorded, so what a test sets is removed after
+    monkeypatch.delenv(EMBEDDED_DSN_ENV)
     yield
 
 

@@ -30,10 +30,16 @@ HOSTILE_ENV = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "POOL_MAX
                "API_MAX_ROWS": "1", "SERVER_WORKERS": "99"}
 
 
-def test_the_session_points_app_config_at_an_empty_file() -> None:
-    path = Path(os.environ["APP_CONFIG"])
-    assert path.read_text(encoding="utf-8") == ""
-    assert service_variables(os.environ) == ["APP_CONFIG"]
+def test_the_session_points_app_config_at_an_empty_file(no_developer_config: Path) -> None:
+    assert os.environ["APP_CONFIG"] == str(no_developer_config)
+    assert no_developer_config.read_text(encoding="utf-8") == ""
+
+
+def test_service_variables_are_the_sections_keys() -> None:
+    environ = {"POOL_MAX_SIZE": "1", "API_MAX_ROWS": "1", "POSTGRES_PW": "x", "DATABASE_URL": "x",
+               "APP_CONFIG": "x", "PATH": "/bin", "POOLSIDE": "x", "TEST_DATABASE_URL": "x"}
+    assert sorted(service_variables(environ)) == [
+        "API_MAX_ROWS", "APP_CONFIG", "DATABASE_URL", "POOL_MAX_SIZE", "POSTGRES_PW"]
 
 
 def test_a_config_ini_in_the_working_directory_is_not_read(
@@ -41,7 +47,10 @@ def test_a_config_ini_in_the_working_directory_is_not_read(
 ) -> None:
     (tmp_path / "config.ini").write_text(HOSTILE_INI, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    assert load_settings() == Settings()
+    settings = load_settings()
+    defaults = Settings()
+    assert settings.database.source == "embedded"  # not the hostile [POSTGRES] URL
+    assert (settings.pool, settings.embedded) == (defaults.pool, defaults.embedded)
 
 
 def _project_copy(root: Path) -> Path:
