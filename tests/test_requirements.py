@@ -80,7 +80,11 @@ def closure(requirements: list[Requirement]) -> dict[str, set[str]]:
             continue
         active = needed.setdefault(name, set())
         active |= extras
-        for raw in metadata.requires(name) or []:
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            pytest.fail(f"{name} is not installed here: scripts/test installs the dev lock")
+        for raw in requires:
             dependency = Requirement(raw)
             marker = dependency.marker
             if marker is None or any(
