@@ -188,7 +188,8 @@ class EmbeddedPostgres:
     def _write_private(self, path: Path, text: str) -> str:
         """Write ``text`` to ``path`` (0600, the server's user), atomically; return ``text``."""
         temporary = path.with_name(path.name + ".tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        descriptor = os.open(temporary, flags, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as out:
             out.write(text)
         if self._run_as is not None:
