@@ -1,7 +1,14 @@
-# pgrest: gunicorn (native ASGI workers) serving the Connexion app.
+# pgrest: gunicorn serving the Connexion app with uvicorn-worker (uvicorn_worker.UvicornWorker,
+# chosen in gunicorn.conf.py), each worker with its own connection pool.
 # Configuration comes from the environment: DATABASE_URL, POOL_MAX_SIZE, SERVER_WORKERS, ...
-# (config.ini.example lists every key; SECTION_KEY is its variable). Without DATABASE_URL or
-# POSTGRES_URL the image starts its embedded PostgreSQL in EMBEDDED_DATA_DIR (demo use only).
+# (config.ini.example lists every key; SECTION_KEY is its variable). DATABASE_URL (or
+# POSTGRES_URL) is required: the image has no embedded PostgreSQL, and without a database it
+# exits at once with one line saying so.
+#
+# Workers: set SERVER_WORKERS to the CPUs the container gets (e.g. `--cpus 2` -> 2); unset, it is
+# the number of CPUs the process may run on. Each worker runs 10 request threads and holds up to
+# POOL_MAX_SIZE connections (default 10): SERVER_WORKERS x POOL_MAX_SIZE x replicas (x 2 during
+# a rolling update) must fit the database's max_connections (README "Sizing").
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,18 +16,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
-# An unprivileged user runs the service; it may write only the embedded server's data folder.
+# An unprivileged user runs the service; it may write nothing in the image.
 RUN groupadd --system --gid 10001 app \
-    && useradd --system --no-log-init --uid 10001 --gid app --create-home --home-dir /home/app app \
-    && mkdir -p /data/pgdata \
-    && chown -R app:app /data \
-    && chmod 0700 /data/pgdata
+    && useradd --system --no-log-init --uid 10001 --gid app --create-home --home-dir /home/app app
 
 WORKDIR /app
 
-# Dependencies first: this layer is rebuilt only when requirements.txt changes.
+# Dependencies first: this layer is rebuilt only when the lock changes. The lock pins every
+# package with its hashes (made by scripts/lock from requirements.in); pip refuses anything else.
 COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
+RUN pip install --no-cache-dir --require-hashes -r requirements.txt
 
 # The application (owned by root, read-only for the service user).
 COPY gunicorn.conf.py wsgi.py ./
@@ -28,8 +33,7 @@ COPY swagger/ ./swagger/
 COPY swagger_server/ ./swagger_server/
 
 ENV SERVER_BIND=0.0.0.0:8000 \
-    SERVER_LOG_LEVEL=info \
-    EMBEDDED_DATA_DIR=/data/pgdata
+    SERVER_LOG_LEVEL=info
 
 USER 10001:10001
 

@@ -27,7 +27,10 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for warning in config.unknown_variables():
         log.warning(warning)
-    server = embedded.start_if_needed(settings)
+    try:
+        server = embedded.start_if_needed(settings)
+    except embedded.EmbeddedError as exc:
+        sys.exit(f"cannot start: {exc}")
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exit that runs the
     # finally block below, so the embedded server is stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -7,9 +7,9 @@ from functools import partial
 from pathlib import Path
 
 import connexion
-from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
+from connexion.middleware import MiddlewarePosition
 
-from swagger_server import access_log, db, errors
+from swagger_server import access_log, db, errors, served_spec
 from swagger_server.config import PROJECT_ROOT, Settings, load_settings
 from swagger_server.cors import ProblemCORSMiddleware
 from swagger_server.json_provider import ExactJSONProvider, jsonifier
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
     # The stalled-client guard goes outermost, where it sees the server's own send.
     guard = partial(StalledClientGuard, stall_timeout=settings.api.export_stall_timeout)
     app = connexion.FlaskApp(__name__, specification_dir=spec_dir, jsonifier=jsonifier(),
-                             middlewares=[guard, *ConnexionMiddleware.default_middlewares])
+                             middlewares=[guard, *served_spec.middlewares()])
     app.app.config["SETTINGS"] = settings
     app.app.json = ExactJSONProvider(app.app)  # jsonify as exact as a returned dict
     db.init_app(app.app)

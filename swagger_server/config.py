@@ -244,8 +244,8 @@ _KEYS: dict[str, tuple[_Key, ...]] = {
         _Key("SERVER", "TIMEOUT", "timeout", _int(1, _DAY)),
         _Key("SERVER", "LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error")),
         _Key("SERVER", "ACCESS_LOG", "access_log", _choice("on", "off")),
-        _Key("SERVER", "MAX_REQUESTS", "max_requests", _int(0)),
-        _Key("SERVER", "MAX_REQUESTS_JITTER", "max_requests_jitter", _int(0)),
+        _Key("SERVER", "MAX_REQUESTS", "max_requests", _int(0, 100_000_000)),
+        _Key("SERVER", "MAX_REQUESTS_JITTER", "max_requests_jitter", _int(0, 100_000_000)),
     ),
     "embedded": (_Key("EMBEDDED", "DATA_DIR", "data_dir", _path),),
     "api": (

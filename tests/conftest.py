@@ -4,19 +4,49 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from swagger_server import db
+from swagger_server import config, db
 from swagger_server.app import create_app
 from swagger_server.config import DatabaseSettings, PoolSettings, Settings
 from tests.pg import TestDatabase, embedded_server, provide_database
+
+
+def service_variables(environ: Mapping[str, str]) -> list[str]:
+    """The variables that configure the service: every ``SECTION_KEY`` of config.py's sections,
+    ``DATABASE_URL``, ``APP_CONFIG`` and the embedded server's published DSN."""
+    sections = {spec.section for keys in config._KEYS.values() for spec in keys} | {"POSTGRES"}
+    named = {"DATABASE_URL", "APP_CONFIG", config.EMBEDDED_DSN_ENV}
+    prefixes = tuple(f"{section}_" for section in sections)
+    return [name for name in environ if name in named or name.startswith(prefixes)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_developer_config() -> Iterator[Path]:
+    """Tests never read the developer's configuration: ``APP_CONFIG`` names an empty file (so a
+    ``config.ini`` in the project is not read) and no ``SECTION_KEY`` variable of the shell is
+    seen. A test sets what it needs itself (``monkeypatch.setenv``, or explicit settings)."""
+    folder = Path(tempfile.mkdtemp(prefix="pgrest-config-"))
+    folder.chmod(0o755)  # readable by the unprivileged users some tests run the service as
+    empty = folder / "empty.ini"
+    empty.write_text("", encoding="utf-8")
+    empty.chmod(0o644)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for name in service_variables(os.environ):
+                patch.delenv(name)
+            patch.setenv("APP_CONFIG", str(empty))
+            yield empty
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -244,6 +244,7 @@ def test_requirements_are_installed_in_their_own_cached_layer() -> None:
     assert first_copy.line < install.line
     assert all(c.line > install.line for c in copies[1:]), "app files copied before pip install"
     assert "--no-cache-dir" in install.args
+    assert "--require-hashes" in install.args  # the lock, every package with its hashes
     assert "-r requirements.txt" in install.args
 
 
@@ -253,20 +254,28 @@ def test_no_secrets_or_database_are_baked_in() -> None:
     assert "config.ini" not in " ".join(" ".join(s) for s, _ in copy_sources())
 
 
-def test_the_embedded_data_dir_is_writable_by_the_service_user() -> None:
-    data_dir = image_env()["EMBEDDED_DATA_DIR"]
-    assert data_dir.startswith("/")
-    user = of("USER")[-1].args.split(":")[0]
-    runs = " ".join(i.args for i in of("RUN"))
-    parent = str(Path(data_dir).parent)
-    assert re.search(rf"chown (-R )?({user}|app)\S* {re.escape(parent)}\b", runs), runs
-    assert f"mkdir -p {data_dir}" in runs
+def test_the_image_has_no_embedded_server() -> None:
+    assert not any(key.startswith("EMBEDDED_") for key in image_env())
+    copied = {Path(source).name for sources, _ in copy_sources() for source in sources}
+    assert not {"requirements-embedded.txt", "requirements-dev.txt"} & copied
+    lock = (PROJECT_ROOT / "requirements.txt").read_text(encoding="utf-8")
+    assert "--hash=sha256:" in lock
+    assert not re.search(r"^pgserver==", lock, re.MULTILINE)
+
+
+def test_the_header_names_the_worker_and_says_how_many() -> None:
+    header = DOCKERFILE.read_text(encoding="utf-8").split("\nFROM ")[0]
+    assert "uvicorn-worker" in header
+    assert "native ASGI" not in header  # the seed's header said so; gunicorn.conf.py disagrees
+    assert "SERVER_WORKERS" in header and "max_connections" in header
+    assert "DATABASE_URL" in header
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
     rules = ignore_rules()
     for path in ["config.ini", ".env", ".git/HEAD", ".venv/bin/python", ".pgdata/PG_VERSION",
-                 "tests/test_app.py", "bench/bench_pool.py",
+                 "tests/test_app.py", "bench/bench_pool.py", "requirements-dev.txt",
+                 "requirements-embedded.txt", "scripts/lock",
                  "swagger_server/__pycache__/app.cpython-311.pyc", "Dockerfile"]:
         assert ignored(path, rules), f"{path} would be sent to the Docker build"
 
@@ -360,22 +369,37 @@ class Running:
                               check=False).returncode
 
 
+def image_tree_env(app: Path, python: str, extra_env: dict[str, str], port: int) -> dict[str, str]:
+    """The image's environment, adapted to this machine: loopback only, one worker."""
+    return {
+        "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(app.parent),  # gunicorn puts its control socket under $HOME
+        "LANG": "C.UTF-8",
+        **image_env(),
+        "SERVER_BIND": f"127.0.0.1:{port}",
+        "SERVER_WORKERS": "1",
+        **extra_env,
+    }
+
+
+def without_pgserver(root: Path, extra_env: dict[str, str]) -> dict[str, str]:
+    """``extra_env`` plus a ``sitecustomize`` that makes pgserver unimportable: the image does not
+    install it (requirements.txt), while the test's virtualenv has it."""
+    folder = root / "no-pgserver"
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        'import sys\n\nsys.modules["pgserver"] = None  # as if not installed\n', encoding="utf-8"
+    )
+    path = os.pathsep.join(p for p in (str(folder), extra_env.get("PYTHONPATH")) if p)
+    return {**extra_env, "PYTHONPATH": path}
+
+
 @contextlib.contextmanager
 def serve_image_tree(
     app: Path, python: str, extra_env: dict[str, str], user: str | None
 ) -> Iterator[Running]:
     port = _free_port()
-    env = {
-        "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(app.parent),  # gunicorn puts its control socket under $HOME
-        "LANG": "C.UTF-8",
-        **image_env(),
-        # Adapted to this machine: loopback only, one worker, a data dir the test owns.
-        "SERVER_BIND": f"127.0.0.1:{port}",
-        "SERVER_WORKERS": "1",
-        "EMBEDDED_DATA_DIR": str(app.parent / "data" / "pgdata"),
-        **extra_env,
-    }
+    env = image_tree_env(app, python, extra_env, port)
     log = app.parent / "gunicorn.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -431,32 +455,36 @@ def test_the_image_files_serve_the_api_with_database_url(
     app = build_image_tree(image_root)
     assert {p.name for p in app.iterdir()} >= {"wsgi.py", "gunicorn.conf.py", "swagger",
                                                  "swagger_server", "requirements.txt"}
-    with serve_image_tree(app, sys.executable, {"DATABASE_URL": database.dsn}, None) as server:
+    env = without_pgserver(image_root, {"DATABASE_URL": database.dsn})
+    with serve_image_tree(app, sys.executable, env, None) as server:
         status, headers, body = server.get("/")
         assert (status, json.loads(body)) == (200, [[1]])
         assert headers.get("x-request-id")
         assert server.healthcheck() == 0
-        assert not (image_root / "data" / "pgdata").exists()  # the configured database is used
     assert server.process.returncode == 0, server.log.read_text()[-3000:]
     assert server.healthcheck() != 0  # and the check notices when the service is gone
 
 
 @pytest.mark.e2e
-def test_the_image_files_start_the_embedded_server_without_a_database(image_root: Path) -> None:
+@pytest.mark.parametrize("command", [["-m", "gunicorn", "wsgi:application"], ["wsgi.py"]],
+                         ids=["gunicorn", "python wsgi.py"])
+def test_the_image_files_without_a_database_exit_with_one_clear_line(
+    image_root: Path, command: list[str]
+) -> None:
+    """No demo database in the image: started without DATABASE_URL it says what to set."""
     python, extra, user = _unprivileged_python()
     app = build_image_tree(image_root)
-    if user is not None:
+    env = image_tree_env(app, python, without_pgserver(image_root, extra), _free_port())
+    if user is not None:  # as the image's USER
         _chown_tree(image_root, user)
-    data_dir = image_root / "data" / "pgdata"
-    with serve_image_tree(app, python, extra, user) as server:
-        status, _, body = server.get("/")
-        assert (status, json.loads(body)) == (200, [[1]]), server.log.read_text()
-        assert server.healthcheck() == 0
-        assert (data_dir / "PG_VERSION").exists()
-        if user is not None:  # initialised and run by the service user itself, as in the image
-            import pwd
-
-            assert (data_dir / "PG_VERSION").stat().st_uid == pwd.getpwnam(user).pw_uid
-    assert server.process.returncode == 0, server.log.read_text()[-3000:]
-    # `docker stop` stops the embedded server cleanly with the service.
-    assert not (data_dir / "postmaster.pid").exists(), server.log.read_text()[-3000:]
+    result = subprocess.run(
+        [python, *command], cwd=app, env=env, user=user, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if "DATABASE_URL" in line]
+    assert len(lines) == 1, output
+    assert re.search(r"(Error|cannot start): no database configured: set DATABASE_URL", lines[0])
+    assert "requirements-embedded.txt" in lines[0]
