@@ -480,7 +480,7 @@ def test_parse_auth_settings_reads_both_sections(tmp_path: Path, rsa_key) -> Non
     path = write(tmp_path, pem(rsa_key), "key.pem")
     settings = parse_auth_settings(
         {"JWT_PUBLIC_KEYS": str(path), "JWT_ALGORITHMS": "rs256, es256", "JWT_AUDIENCE": "api",
-         "JWT_ROLE_CLAIM": "app_metadata.role", "JWT_LEEWAY": "5", "REQUIRE_EXP": "false",
+         "JWT_ROLE_CLAIM": "app_metadata.role", "JWT_LEEWAY": "5", "JWT_REQUIRE_EXP": "false",
          "ANONYMOUS_ROLE": "web_anon", "ADMIN_ROLES": "ops, dba"},
         {"backend": "AB" * 32 + " web_user"},
     )
@@ -511,7 +511,7 @@ def test_parse_auth_settings_reads_both_sections(tmp_path: Path, rsa_key) -> Non
         ({"JWT_ROLE_CLAIM": "a[x]"}, "not a claim path"),
         ({"JWT_LEEWAY": "soon"}, "expected a number of seconds"),
         ({"JWT_LEEWAY": "-1"}, "between 0 and 3600"),
-        ({"REQUIRE_EXP": "maybe"}, "expected true or false"),
+        ({"JWT_REQUIRE_EXP": "maybe"}, "expected true or false"),
     ],
 )
 def test_bad_auth_settings_are_refused_with_the_key_named(

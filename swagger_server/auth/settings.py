@@ -9,9 +9,10 @@ against each other (which algorithms fit which key material).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # The development secret, used ONLY with the embedded demo database (scripts/serve without a
 # configured database) and as the default of ``python -m swagger_server.keys token``. It is in
@@ -165,7 +166,8 @@ def parse_api_key(name: str, raw: str) -> ApiKey:
     return ApiKey(name=name.strip(), digest=parts[0].lower(), role=parse_role(parts[1]))
 
 
-_AUTH_KEYS = {
+# [AUTH] KEY -> (AuthSettings attribute, parser): the rows for config.py's _KEYS table.
+AUTH_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "JWT_SECRET": ("jwt_secret", lambda raw: raw.strip()),
     "JWT_PUBLIC_KEYS": ("jwt_public_keys", parse_path),
     "JWT_ALGORITHMS": ("jwt_algorithms", parse_algorithms),
@@ -173,11 +175,10 @@ _AUTH_KEYS = {
     "JWT_ISSUER": ("jwt_issuer", lambda raw: raw.strip()),
     "JWT_ROLE_CLAIM": ("jwt_role_claim", parse_role_claim),
     "JWT_LEEWAY": ("jwt_leeway", parse_leeway),
-    "REQUIRE_EXP": ("require_exp", parse_bool),
+    "JWT_REQUIRE_EXP": ("require_exp", parse_bool),
     "ANONYMOUS_ROLE": ("anonymous_role", lambda raw: parse_role(raw) if raw.strip() else ""),
     "ADMIN_ROLES": ("admin_roles", parse_roles),
 }
-AUTH_KEYS = tuple(_AUTH_KEYS)
 
 
 def parse_auth_settings(
@@ -187,9 +188,9 @@ def parse_auth_settings(
     ``ValueError("[AUTH] KEY: why")`` for the first bad key."""
     values: dict[str, object] = {}
     for key, raw in auth.items():
-        if key.upper() not in _AUTH_KEYS:
+        if key.upper() not in AUTH_KEYS:
             raise ValueError(f"[AUTH] {key}: unknown key")
-        attr, parse = _AUTH_KEYS[key.upper()]
+        attr, parse = AUTH_KEYS[key.upper()]
         try:
             values[attr] = parse(raw)
         except ValueError as exc:

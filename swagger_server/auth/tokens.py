@@ -85,7 +85,9 @@ class TokenVerifier:
         self._reload_lock = threading.Lock()
         self._clock = clock
         self.cache = TokenCache(cache_size, clock)
-        self.signature_checks = 0  # tokens that reached signature verification (not cached)
+        # Tokens that reached signature verification (cache misses); for metrics, not exact
+        # under concurrency (an unlocked +=).
+        self.signature_checks = 0
         self._options: dict[str, Any] = {
             "require": ["exp"] if settings.require_exp else [],
             # No JWT_AUDIENCE: any aud is accepted, like PostgREST (PyJWT would refuse all).
