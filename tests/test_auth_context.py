@@ -35,6 +35,7 @@ class Cluster:
     boss: str  # a superuser, even granted to the authenticator
     stranger: str  # exists, not granted
     bypass: str  # BYPASSRLS, granted
+    long: str  # a granted role whose name has the maximum 63 bytes
 
     def connect(self) -> psycopg2.extensions.connection:
         """The authenticator's connection, as the pool holds it (not autocommit)."""
@@ -52,6 +53,7 @@ def cluster(database: TestDatabase) -> Iterator[Cluster]:
     suffix = uuid.uuid4().hex[:8]
     names = {n: f"{n}_{suffix}" for n in ("auth", "web_user", "web_anon", "boss", "stranger",
                                           "bypass")}
+    names["long"] = f"long_{suffix}".ljust(63, "x")
     admin_dsn = create_database(database, "auth")
     dbname = psycopg2.extensions.parse_dsn(admin_dsn)["dbname"]
     params = psycopg2.extensions.parse_dsn(admin_dsn)
@@ -65,7 +67,9 @@ def cluster(database: TestDatabase) -> Iterator[Cluster]:
         CREATE ROLE {c.boss} NOLOGIN SUPERUSER;
         CREATE ROLE {c.stranger} NOLOGIN;
         CREATE ROLE {c.bypass} NOLOGIN BYPASSRLS;
-        GRANT {c.web_user}, {c.web_anon}, {c.boss}, {c.bypass}, pg_read_all_data TO {c.auth};
+        CREATE ROLE {c.long} NOLOGIN;
+        GRANT {c.web_user}, {c.web_anon}, {c.boss}, {c.bypass}, {c.long}, pg_read_all_data
+            TO {c.auth};
         ALTER ROLE {c.web_user} SET statement_timeout = '300ms';
         ALTER ROLE {c.web_user} SET work_mem = '3MB';
         ALTER ROLE {c.web_user} IN DATABASE "{dbname}" SET work_mem = '5MB';
@@ -236,6 +240,16 @@ def test_forbidden_roles_are_refused_and_nothing_runs_as_them(
         with pytest.raises(ForbiddenRole):
             build_preamble(facts, Identity(role=role), "GET", "/")
         assert session_state(cur)[0] == cluster.auth
+        conn.rollback()
+
+
+def test_a_longer_name_is_not_truncated_into_a_granted_role(cluster: Cluster, conn) -> None:
+    """PostgreSQL truncates a name to 63 bytes; the check compares as text, so 'granted63'
+    plus anything is not 'granted63'."""
+    with conn.cursor() as cur:
+        assert RoleCatalog().check(cur, cluster.long).allowed
+        with pytest.raises(ForbiddenRole, match="not granted"):
+            RoleCatalog().check(cur, cluster.long + "-and-more")
         conn.rollback()
 
 

@@ -294,7 +294,7 @@ def test_a_token_without_role_runs_as_anonymous_or_is_refused() -> None:
     token = sign(SECRET, role=None)
     assert refused(hmac_verifier(), token) == "the token has no role claim"
     assert hmac_verifier(anonymous_role="web_anon").verify(token).role == "web_anon"
-    for bad in (42, "", ["web_user"], {"x": 1}):
+    for bad in (42, "", ["web_user"], {"x": 1}, "r" * 64, "web\x00user", " web_user", "a\nb"):
         description = refused(hmac_verifier(), sign(SECRET, role=bad))
         assert description == "the role claim is not a role name"
 
@@ -416,6 +416,24 @@ def test_a_cached_token_is_verified_again_after_its_exp(count_signature_checks) 
     verifier.verify(token)  # (PyJWT's own clock says still valid)
     assert count_signature_checks() == 2
     assert verifier.cache.stats.expired == 1
+
+
+def test_a_verification_racing_a_key_reload_is_not_cached(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rsa_key
+) -> None:
+    """A token verified with the old keys while another thread reloads them must not land in
+    the freshly emptied cache (it may have been signed by the key just withdrawn)."""
+    verifier = key_verifier(write(tmp_path, {"keys": [jwk(rsa_key, kid="a")]}), ("RS256",))
+    original = verifier._decode
+
+    def decode_then_reload(token: str) -> dict[str, Any]:
+        claims = original(token)
+        verifier.reload_keys()  # what another thread may do meanwhile
+        return claims
+
+    monkeypatch.setattr(verifier, "_decode", decode_then_reload)
+    assert verifier.verify(sign(rsa_key, "RS256", kid="a")).role == "web_user"
+    assert len(verifier.cache) == 0
 
 
 def test_refused_tokens_are_not_cached(count_signature_checks) -> None:

@@ -34,6 +34,9 @@ class TokenCache:
         self._entries: OrderedDict[bytes, tuple[Identity, float]] = OrderedDict()
         self._lock = threading.Lock()
         self.stats = CacheStats()
+        # Bumped by clear(): a verification that began before a key reload must not put its
+        # result into the cache after the reload emptied it.
+        self.generation = 0
 
     def get(self, key: bytes) -> Identity | None:
         with self._lock:
@@ -51,10 +54,14 @@ class TokenCache:
             self.stats.hits += 1
             return identity
 
-    def put(self, key: bytes, identity: Identity, expires_at: float) -> None:
+    def put(
+        self, key: bytes, identity: Identity, expires_at: float, generation: int | None = None
+    ) -> None:
         if self.max_entries == 0 or self._clock() >= expires_at:
             return
         with self._lock:
+            if generation is not None and generation != self.generation:
+                return
             self._entries[key] = (identity, expires_at)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
@@ -64,6 +71,7 @@ class TokenCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self.generation += 1
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -43,7 +43,7 @@ ROLE_FACTS_SQL = """
 WITH target AS (
     SELECT r.oid, r.rolname, r.rolsuper, r.rolbypassrls
     FROM pg_catalog.pg_roles r
-    WHERE r.rolname = %(role)s
+    WHERE r.rolname::text = %(role)s::text  -- as name, a long value would be truncated
 ),
 role_setting AS (
     SELECT DISTINCT ON (split_part(c.setting, '=', 1))

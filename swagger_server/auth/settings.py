@@ -130,12 +130,24 @@ def parse_bool(raw: str) -> bool:
     raise ValueError(f"expected true or false, got {raw!r}")
 
 
+MAX_ROLE_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL would silently truncate a longer name
+
+
+def is_role_name(value: str) -> bool:
+    """Could be a PostgreSQL role name: 1 to 63 bytes, no control characters (NUL cannot even
+    be sent), no surrounding space. Whether it exists and may be used is the catalog's
+    business (context.RoleCatalog), checked per request."""
+    return (
+        0 < len(value.encode()) <= MAX_ROLE_BYTES
+        and value == value.strip()
+        and not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
+    )
+
+
 def parse_role(raw: str) -> str:
-    """A role name: non-empty, no surrounding space. Whether it exists and may be used is the
-    catalog's business (context.RoleCatalog), checked per request."""
     value = raw.strip()
-    if not value or any(ord(ch) < 0x20 for ch in value):
-        raise ValueError(f"expected a role name, got {raw!r}")
+    if not is_role_name(value):
+        raise ValueError(f"expected a role name (1 to {MAX_ROLE_BYTES} bytes), got {raw!r}")
     return value
 
 

@@ -24,7 +24,7 @@ from swagger_server.auth.cache import TokenCache
 from swagger_server.auth.errors import InvalidToken
 from swagger_server.auth.identity import Identity
 from swagger_server.auth.keyset import FileStamp, KeyFileError, KeySet, PublicKey
-from swagger_server.auth.settings import AuthSettings, check_auth_settings
+from swagger_server.auth.settings import AuthSettings, check_auth_settings, is_role_name
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,10 @@ class TokenVerifier:
         cached = self.cache.get(digest)
         if cached is not None:
             return cached
+        generation = self.cache.generation
         claims = self._decode(token)
         identity = Identity(role=self._role(claims), claims=claims, source="jwt")
-        self.cache.put(digest, identity, self._cache_until(claims))
+        self.cache.put(digest, identity, self._cache_until(claims), generation)
         return identity
 
     # --- key rotation ---
@@ -207,7 +208,7 @@ class TokenVerifier:
             if self._settings.anonymous_role:
                 return self._settings.anonymous_role
             raise InvalidToken("the token has no role claim")
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or not is_role_name(value):
             raise InvalidToken("the role claim is not a role name")
         return value
 
