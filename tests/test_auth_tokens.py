@@ -27,6 +27,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from swagger_server.auth import (
     DEV_JWT_SECRET,
     AuthSettings,
+    CredentialsRequired,
     InvalidToken,
     KeyFileError,
     TokenVerifier,
@@ -490,6 +491,9 @@ def test_the_challenge_header_escapes_quotes_and_backslashes() -> None:
         'Bearer error="invalid_token", error_description="say \\"hi\\" \\\\ bye  "')
     assert bearer_challenge("x", error="insufficient_scope").startswith(
         'Bearer error="insufficient_scope"')
+    assert CredentialsRequired().challenge == (
+        'Bearer error="invalid_token", error_description="credentials required: '
+        'send Authorization: Bearer <token> or X-API-Key"')
 
 
 # --- settings ---
