@@ -322,6 +322,13 @@ def _check_dsn(params: Mapping[str, str], where: str) -> None:
                 f"{where}: the port is not a number between 1 and 65535 (in a URL, a password "
                 "with / # ? @ : or % must be percent-encoded)"
             )
+    if "@" in params.get("host", "") or "@" in params.get("hostaddr", ""):
+        # libpq ends a URL's password at its first "@": the rest becomes the host name and
+        # would be logged with it.
+        raise ConfigError(
+            f"{where}: the host name holds an '@' (in a URL, a password with / # ? @ : or % "
+            "must be percent-encoded)"
+        )
     for name, number in _DSN_INTEGERS.items():
         if name in params and not _valid(number, params[name]):
             raise ConfigError(f"{where}: {name} must be an integer {number.range_text()}")
@@ -349,11 +356,11 @@ def _database(parser: configparser.ConfigParser, env: Mapping[str, str]) -> Data
     if not (host or "").strip():
         # Nothing configured: the embedded server, once started, publishes its DSN here.
         return DatabaseSettings(dsn=env.get(EMBEDDED_DSN_ENV) or None)
-    if "://" in host:
+    if "://" in host or "@" in host:
         # A connection URL in the host key: it would be logged as a host name, password and
         # all. Never echo it.
         raise ConfigError(
-            f"{origin}: is a host name, but holds a connection URL: "
+            f"{origin}: is a host name, but holds a connection URL or credentials: "
             "put the URL in the DATABASE_URL environment variable instead"
         )
     raw = {key: _raw(parser, env, "POSTGRES", key)[0] for key in _POSTGRES_KEYS}

@@ -526,7 +526,8 @@ def test_a_misspelt_section_or_key_is_refused(tmp_path: Path, text: str, expecte
 # --- [POSTGRES] URL is a host, not a URL (issue 6, item 11) ------------------------------------
 
 @pytest.mark.parametrize("url", [f"postgresql://app:{PASSWORD}@db.internal:5432/shop",
-                                 f"postgres://app:{PASSWORD}@db.internal/shop"])
+                                 f"postgres://app:{PASSWORD}@db.internal/shop",
+                                 f"app:{PASSWORD}@db.internal"])
 def test_a_url_in_postgres_url_is_refused_without_echoing_it(tmp_path: Path, url: str) -> None:
     path = write_ini(tmp_path, f"[POSTGRES]\nURL = {url}\n")
     message = config_error(path=path)
@@ -540,6 +541,17 @@ def test_a_url_in_the_postgres_url_variable_names_the_variable(empty_cwd: Path) 
     assert message.startswith("POSTGRES_URL:"), message
     assert "DATABASE_URL" in message
     assert PASSWORD not in message
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://app:p@ssw0rd@db.internal:5432/shop",  # libpq: password "p", host "ssw0rd@db..."
+    "host=ssw0rd@db.internal user=app",
+])
+def test_an_at_sign_in_the_host_is_refused_without_echoing_it(empty_cwd: Path, url: str) -> None:
+    message = config_error(DATABASE_URL=url)
+    assert message.startswith("DATABASE_URL:"), message
+    assert "percent-encoded" in message
+    assert "ssw0rd" not in message
 
 
 @pytest.mark.parametrize("param", ["password", "sslpassword"])
