@@ -67,14 +67,11 @@ logconfig_dict = {
     },
 }
 
-_embedded_server: embedded.EmbeddedPostgres | None = None
-
-
 def on_starting(server):
-    global _embedded_server, _settings
+    global _settings
     for warning in unknown_variables():
         server.log.warning(warning)
-    _embedded_server = embedded.start_if_needed(_settings)
+    embedded.start_if_needed(_settings)
     # The same settings, now with the embedded DSN: what every worker inherits.
     _settings = set_process_settings(with_embedded_dsn(_settings))
     if not _settings.api.cursor_secret:
@@ -102,8 +99,8 @@ def _check_connection_budget(server):
 
 
 def on_exit(server):
-    if _embedded_server is not None:
-        _embedded_server.stop()
+    # The handle lives in the embedded module: this file is executed again on SIGHUP.
+    embedded.stop_owned()
 
 
 def post_fork(server, worker):

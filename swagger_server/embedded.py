@@ -276,6 +276,20 @@ class EmbeddedPostgres:
         os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
 
 
+# The server this process started, kept here rather than by the caller: gunicorn re-executes
+# gunicorn.conf.py on SIGHUP, and a handle kept there would be lost (the server then outlived
+# the master). This module is not re-executed.
+_owned: EmbeddedPostgres | None = None
+
+
+def stop_owned() -> None:
+    """Stop the server this process started, if any (the gunicorn master's ``on_exit``)."""
+    global _owned
+    server, _owned = _owned, None
+    if server is not None:
+        server.stop()
+
+
 def start_if_needed(settings: Settings) -> EmbeddedPostgres | None:
     """Start the embedded server when no database is configured; publish its DSN to children.
 
@@ -292,4 +306,8 @@ def start_if_needed(settings: Settings) -> EmbeddedPostgres | None:
         "set DATABASE_URL to use your own", server.data_dir, mask_dsn(dsn),
     )
     # One found running (another instance, or left over by a crash) is not ours to stop.
-    return server if server.started else None
+    if not server.started:
+        return None
+    global _owned
+    _owned = server
+    return server

@@ -8,6 +8,7 @@ issue #6 item 19: the workers get SIGINT from the terminal themselves).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import tempfile
@@ -95,6 +96,22 @@ def test_every_stop_signal_to_the_master_closes_the_pools_and_stops_the_embedded
         assert "Traceback" not in log
         # Issue #6 item 21: uvloop and gunicorn both closed each worker's listening socket.
         assert SOCKET_CLOSE_ERROR not in log, log[-3000:]
+
+
+def test_the_embedded_server_is_stopped_after_a_reload(embedded_dir: Path, tmp_path: Path) -> None:
+    """SIGHUP makes gunicorn execute gunicorn.conf.py again: the master must still know, at its
+    exit, that it started the embedded server (it once forgot, and the server ran on)."""
+    env = {"EMBEDDED_DATA_DIR": str(embedded_dir), "SERVER_WORKERS": "1",
+           "SERVER_TIMEOUT": str(GRACEFUL_TIMEOUT)}
+    with GunicornServer(tmp_path, env) as server:
+        first = server.worker_pids()
+        assert (embedded_dir / "postmaster.pid").exists(), "the master started no server"
+        os.kill(server.pid, signal.SIGHUP)
+        assert wait_for(lambda: set(server.worker_pids()).isdisjoint(first)
+                        and len(server.worker_pids()) == 1, timeout=30), server.stderr()[-3000:]
+        assert wait_for(lambda: status_or_error(server) == 200, timeout=15)
+        assert server.stop(timeout=GRACEFUL_TIMEOUT + 15) == 0, server.stderr()[-3000:]
+    assert not (embedded_dir / "postmaster.pid").exists(), "the embedded server still runs"
 
 
 def test_a_request_in_flight_when_sigterm_arrives_gets_its_answer(
