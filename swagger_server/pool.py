@@ -179,7 +179,8 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             if self.closed:
                 return
             self.closed = True
-            slots = list(self._idle) + list(self._in_use.values())
+            in_use = list(self._in_use.values())
+            slots = list(self._idle) + in_use
             self._idle.clear()
             self._in_use.clear()
             self._size = 0
@@ -189,6 +190,11 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         if os.getpid() != self.pid:
             _ORPHANS.extend(slot.conn for slot in slots)
             return
+        for slot in in_use:
+            # close() waits for a statement running in another thread to end (psycopg2 holds
+            # the connection's lock meanwhile); cancel() does not, and ends that statement.
+            with contextlib.suppress(Exception):
+                slot.conn.cancel()
         for slot in slots:
             self._close(slot)
         if self._maintainer is not None and self._maintainer is not threading.current_thread():

@@ -413,6 +413,42 @@ def test_closeall_wakes_waiters(make_pool):
         pool.getconn()
 
 
+def test_closeall_cancels_a_statement_still_running(make_pool, database):
+    """Without cancel(), close() waits for the running statement (psycopg2 holds the
+    connection's lock): a worker's exit would wait out a long query, past gunicorn's SIGKILL."""
+    pool = make_pool(min_size=0, max_size=1)
+    conn = pool.getconn()
+    outcome: list[BaseException | None] = []
+
+    def long_query() -> None:
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_sleep(60)")
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=long_query, daemon=True)
+    thread.start()
+    name = pool.application_name
+    assert wait_until(lambda: _active_sleeps(database, name) == 1, timeout=10)
+    closer = threading.Thread(target=pool.closeall, daemon=True)
+    closer.start()
+    closer.join(20)  # the query would run 60 s
+    assert not closer.is_alive(), "closeall() waited for the running statement"
+    thread.join(5)
+    assert outcome and isinstance(outcome[0], psycopg2.Error)
+    assert conn.closed
+
+
+def _active_sleeps(database: TestDatabase, application_name: str) -> int:
+    with contextlib.closing(database.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                    "AND state = 'active' AND query LIKE 'SELECT pg_sleep%%'",
+                    (application_name,))
+        return cur.fetchone()[0]
+
+
 def test_stats_report_what_the_pool_does(make_pool):
     pool = make_pool(min_size=1, max_size=2)
     stats = pool.stats()
