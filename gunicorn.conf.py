@@ -35,8 +35,8 @@ except ConfigError as exc:
 
 bind = [_settings.server.bind]
 workers = _settings.server.workers
-# uvicorn-worker by default: gunicorn's native "asgi" worker strands a request thread for good
-# on every download the client aborts (measured; README "Worker class").
+# uvicorn-worker by default: the stall guard can abort a stalled client's socket only under it,
+# and its stop and recycle paths are the tested ones (README "Worker class").
 worker_class = {"uvicorn": "uvicorn_worker.UvicornWorker", "asgi": "asgi"}[
     _settings.server.worker_class
 ]
