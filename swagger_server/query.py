@@ -103,8 +103,19 @@ def split_names(param: str, text: str) -> list[str]:
 def split_items(param: str, text: str,
                 blanks_around_quotes: bool = False) -> list[tuple[str, bool]]:
     """(item, was it quoted) for each comma-separated item; see :func:`split_list`."""
-    items: list[tuple[str, bool]] = []
+    return [(item, quoted) for item, quoted, _ in _split(param, text, blanks_around_quotes)]
+
+
+def _split(param: str, text: str, blanks_around_quotes: bool = False,
+           tails: bool = False) -> list[tuple[str, bool, str]]:
+    """(item, was it quoted, text after its closing quote) for each comma-separated item.
+
+    With ``tails``, text after a closing quote is kept apart (``"a.b".desc``: the order's
+    suffixes); without, it is an error.
+    """
+    items: list[tuple[str, bool, str]] = []
     current: list[str] = []
+    tail: list[str] = []
     quoted = False
     was_quoted = False
     i = 0
@@ -124,8 +135,10 @@ def split_items(param: str, text: str,
             current = []
             quoted = was_quoted = True
         elif ch == ",":
-            items.append(("".join(current), was_quoted))
-            current, was_quoted = [], False
+            items.append(("".join(current), was_quoted, "".join(tail).strip()))
+            current, tail, was_quoted = [], [], False
+        elif was_quoted and tails:
+            tail.append(ch)
         elif was_quoted and not (blanks_around_quotes and ch.isspace()):
             raise QueryError(param, f"{param}: unexpected text after a quoted item")
         elif not was_quoted:
@@ -133,7 +146,7 @@ def split_items(param: str, text: str,
         i += 1
     if quoted:
         raise QueryError(param, f"{param}: unterminated double quote")
-    items.append(("".join(current), was_quoted))
+    items.append(("".join(current), was_quoted, "".join(tail).strip()))
     return items
 
 
@@ -214,11 +227,14 @@ def parse_order(relation: Relation, text: str | None) -> tuple[tuple[OrderTerm, 
     terms: list[OrderTerm] = []
     if text is not None and text.strip():
         check_text("order", text)
-        items = split_items("order", text, blanks_around_quotes=True)
+        items = _split("order", text, blanks_around_quotes=True, tails=True)
         if len(items) > MAX_ORDER_TERMS:
             raise QueryError("order", f"order: at most {MAX_ORDER_TERMS} columns")
-        for item, quoted in items:
-            terms.append(_order_term(relation, item if quoted else item.strip()))
+        for item, quoted, tail in items:
+            if quoted:  # the name exactly as quoted; suffixes after the quote
+                terms.append(_quoted_order_term(relation, item, tail))
+            else:
+                terms.append(_order_term(relation, item.strip()))
     names = [t.column.name for t in terms]
     if len(set(names)) != len(names):
         raise QueryError("order", "order: a column appears twice")
@@ -226,6 +242,33 @@ def parse_order(relation: Relation, text: str | None) -> tuple[tuple[OrderTerm, 
         if key not in names:
             terms.append(OrderTerm(_column(relation, "order", key)))
     return tuple(terms), bool(relation.primary_key)
+
+
+def _quoted_order_term(relation: Relation, name: str, tail: str) -> OrderTerm:
+    """``"<column>"[.asc|.desc][.nullsfirst|.nullslast]``: the quoted name is exact."""
+    column = _column(relation, "order", name)
+    suffix = tail[1:].split(".") if tail.startswith(".") else [tail] if tail else []
+    term = _with_suffixes(column, suffix)
+    if term is None:
+        raise QueryError(
+            "order", f"order: expected \"<column>\"[.asc|.desc][.nullsfirst|.nullslast], "
+                     f"got {tail[:80]!r} after the quoted name",
+        )
+    return term
+
+
+def _with_suffixes(column: Column, suffix: list[str]) -> OrderTerm | None:
+    """The term for ``column`` with its direction/nulls suffixes; None when they are invalid."""
+    if len(suffix) > 2 or any(s not in _DIRECTIONS + _NULLS for s in suffix):
+        return None
+    directions = [s for s in suffix if s in _DIRECTIONS]
+    nulls = [s for s in suffix if s in _NULLS]
+    if len(directions) > 1 or len(nulls) > 1 or (suffix and suffix[0] in _NULLS
+                                                  and len(suffix) == 2):
+        return None
+    desc = directions == ["desc"]
+    nulls_first = nulls[0] == "nullsfirst" if nulls else desc
+    return OrderTerm(column, desc, nulls_first)
 
 
 def _order_term(relation: Relation, item: str) -> OrderTerm:
@@ -240,18 +283,9 @@ def _order_term(relation: Relation, item: str) -> OrderTerm:
     for cut in range(len(parts), 0, -1):
         suffix = parts[cut:]
         column = relation.column(item if cut == len(parts) else ".".join(parts[:cut]))
-        if column is None:
-            continue
-        if any(s not in _DIRECTIONS + _NULLS for s in suffix):
-            continue
-        directions = [s for s in suffix if s in _DIRECTIONS]
-        nulls = [s for s in suffix if s in _NULLS]
-        if len(directions) > 1 or len(nulls) > 1 or (suffix and suffix[0] in _NULLS
-                                                      and len(suffix) == 2):
-            continue
-        desc = directions == ["desc"]
-        nulls_first = nulls[0] == "nullsfirst" if nulls else desc
-        return OrderTerm(column, desc, nulls_first)
+        term = _with_suffixes(column, suffix) if column is not None else None
+        if term is not None:
+            return term
     if relation.column(item.partition(".")[0]) is not None:
         raise QueryError(
             "order", f"order: expected <column>[.asc|.desc][.nullsfirst|.nullslast], "

@@ -113,10 +113,18 @@ def test_a_quoted_name_is_exact_whitespace_included(client: TestClient) -> None:
     assert list(r.json()["data"][0]) == ["id", " padded"]
     r = client.get("/tables/spaced/rows", params={"select": " padded "})  # unquoted: stripped
     assert list(r.json()["data"][0]) == ["padded"]
-    r = client.get("/tables/spaced/rows", params={"select": "id", "order": '" padded.desc"'})
+    r = client.get("/tables/spaced/rows", params={"select": "id", "order": '" padded".desc'})
     assert [row["id"] for row in r.json()["data"]] == [1, 2]  # 'with blank' > 'b'
-    r = client.get("/tables/spaced/rows", params={"select": "id", "order": '"padded.desc"'})
+    r = client.get("/tables/spaced/rows", params={"select": "id", "order": '"padded".desc'})
     assert [row["id"] for row in r.json()["data"]] == [1, 2]  # 'without' > 'a'
+    r = client.get("/tables/spaced/rows",
+                   params={"select": "id", "order": '"padded" . desc . nullsfirst'})
+    assert r.status_code == 400, r.text  # suffixes follow the quote without blanks
+    # Quoted means exact: the suffix is not looked for inside the quotes.
+    r = client.get("/tables/spaced/rows", params={"select": "id", "order": '"padded.desc"'})
+    assert r.status_code == 400 and "'padded.desc'" in r.json()["detail"]
+    r = client.get("/tables/spaced/rows", params={"select": "id", "order": '"padded".sideways'})
+    assert r.status_code == 400 and "sideways" in r.json()["detail"]
     r = client.get("/tables/spaced/rows", params={"select": '"  padded"'})
     assert r.status_code == 400 and "'  padded'" in r.json()["detail"]
 
