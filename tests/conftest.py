@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from swagger_server import config, db
 from swagger_server.app import create_app
+from swagger_server.catalog import CACHE
 from swagger_server.config import DatabaseSettings, PoolSettings, Settings
 from tests.pg import TestDatabase, embedded_server, provide_database
 
@@ -84,8 +85,9 @@ def make_settings(dsn: str, **sections: dict[str, Any]) -> Settings:
 
 @contextlib.contextmanager
 def app_client(dsn: str, **sections: dict[str, Any]) -> Iterator[TestClient]:
-    """A test client on a new app for ``dsn``; the process pool is fresh and closed after."""
+    """A test client on a new app for ``dsn``; the process pool and catalog are fresh."""
     db.close_pool()  # the pool is per process: a new app with new settings gets a new pool
+    CACHE.invalidate()  # so is the catalog: a database made anew may reuse a name
     try:
         yield create_app(make_settings(dsn, **sections)).test_client()
     finally:

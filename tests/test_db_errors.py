@@ -63,7 +63,6 @@ def dsn(database: TestDatabase) -> str:
 
 @pytest.fixture(scope="module")
 def client(dsn: str) -> Iterator[TestClient]:
-    CACHE.invalidate()
     with app_client(dsn) as client:
         yield client
 

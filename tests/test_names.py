@@ -33,7 +33,6 @@ def dsn(database: TestDatabase) -> str:
 
 @pytest.fixture(scope="module")
 def client(dsn: str) -> Iterator[TestClient]:
-    CACHE.invalidate()
     with app_client(dsn, api={"schemas": ("public", "a.b")}) as client:
         yield client
 

@@ -13,7 +13,6 @@ from starlette.testclient import TestClient
 
 from swagger_server import query
 from swagger_server.app import SPEC_DIR, SPEC_FILE
-from swagger_server.catalog import CACHE
 from tests.conftest import app_client
 from tests.pg import TestDatabase, seeded_database
 
@@ -31,7 +30,6 @@ def dsn(database: TestDatabase) -> str:
 
 @pytest.fixture(scope="module")
 def client(dsn: str) -> Iterator[TestClient]:
-    CACHE.invalidate()
     with app_client(dsn, api={"max_rows": 100}) as client:
         yield client
 
