@@ -214,13 +214,19 @@ def test_the_password_file_is_private_and_kept_across_starts(tmp_path: Path) -> 
         server.stop(mode="immediate")
 
 
-def test_a_data_dir_made_with_trust_gets_a_password_and_keeps_its_data(tmp_path: Path) -> None:
-    """What an older pgrest left: initdb --auth=trust, no password file."""
-    server = EmbeddedPostgres(tmp_path / "old")
+def trusting_data_dir(data_dir: Path) -> EmbeddedPostgres:
+    """What an older pgrest left: a data folder made with initdb --auth=trust."""
+    server = EmbeddedPostgres(data_dir)
     _, bin_path = _pgserver()
     server._prepare_permissions()
     server._run([str(bin_path / "initdb"), "-D", str(server.data_dir), "-U", "postgres",
                  "--auth=trust", "--no-sync"])
+    return server
+
+
+def test_a_data_dir_made_with_trust_gets_a_password_and_keeps_its_data(tmp_path: Path) -> None:
+    """What an older pgrest left: initdb --auth=trust, no password file."""
+    server = trusting_data_dir(tmp_path / "old")
     try:
         server._start_server()  # as the old version ran it: everyone local is trusted
         query(server.dsn, "CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)")
@@ -238,11 +244,7 @@ def test_a_data_dir_made_with_trust_gets_a_password_and_keeps_its_data(tmp_path:
 
 
 def test_a_running_trusting_server_is_not_used_silently(tmp_path: Path) -> None:
-    server = EmbeddedPostgres(tmp_path / "old")
-    _, bin_path = _pgserver()
-    server._prepare_permissions()
-    server._run([str(bin_path / "initdb"), "-D", str(server.data_dir), "-U", "postgres",
-                 "--auth=trust", "--no-sync"])
+    server = trusting_data_dir(tmp_path / "old")
     try:
         server._start_server()
         with pytest.raises(EmbeddedError, match=r"running without a password.*pg_ctl stop"):
