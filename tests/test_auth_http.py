@@ -26,6 +26,7 @@ from swagger_server import db, demo
 from swagger_server.auth.keys import hash_api_key
 from swagger_server.auth.request import RoleBinding
 from tests.pg import TestDatabase, create_database
+from tests.proxy import FaultProxy, dsn_via, upstream_from_dsn
 from tests.test_auth_tokens import hand_made, jwk, pem, write
 from tests.threads import run_concurrently
 
@@ -383,9 +384,11 @@ def test_role_and_claims_never_leak_on_one_pooled_connection(auth_client) -> Non
     assert not errors, errors[:5]
     pool = db.get_pool()
     assert pool.stats()["opened_total"] == 1  # one connection served them all
+    assert rows(client.get("/tables/whoami/rows", headers=bearer(token())))[0]["role"] == (
+        "web_user")
+    # The connection back in the pool: a plain one, whoever uses it next (a health check).
     with pool.connection() as conn, conn.cursor() as cur:
-        assert not isinstance(conn.cursor_factory, RoleBinding) or conn.cursor_factory.take() \
-            is None
+        assert not isinstance(conn.cursor_factory, RoleBinding)
         cur.execute("SELECT current_user = session_user, "
                     "coalesce(current_setting('request.jwt.claims', true), '')")
         assert cur.fetchone() == (True, "")
@@ -436,3 +439,35 @@ def test_anonymous_role_alone_switches_roles(auth_client) -> None:
 def _fresh_pool() -> Iterator[None]:
     yield
     db.close_pool()
+
+
+# ------------------------------------------------------------------ cost: no extra round trip
+
+
+def test_the_role_costs_no_round_trip_once_cached(shop: str, authenticator: str,
+                                                  make_client) -> None:
+    """Round trips to the database per page (the client's sends, counted by a proxy): the same
+    with a new token each time, anonymous, and without auth at all (the preamble travels with
+    the statement). Only a role not yet in the cache costs more (its lookup)."""
+    url = "/tables/products/rows?limit=5"
+
+    def round_trips(dsn: str, auth: dict[str, Any], headers: Callable[[int], dict]) -> int:
+        with FaultProxy(upstream_from_dsn(dsn)) as proxy:
+            client = make_client(dsn_via(dsn, proxy.port), auth=auth,
+                                 pool={"min_size": 1, "max_size": 1})
+            assert client.get(url, headers=headers(-1)).status_code == 200  # catalog, role
+            before = proxy.sends_total
+            for n in range(10):
+                response = client.get(url, headers=headers(n))
+                assert response.status_code == 200, response.text
+            found = proxy.sends_total - before
+            db.close_pool()
+            return found
+
+    auth = {"jwt_secret": SECRET, "anonymous_role": "web_anon"}
+    with_token = round_trips(authenticator, auth, lambda n: bearer(token(sub=n)))
+    anonymous = round_trips(authenticator, auth, lambda n: {})
+    without_auth = round_trips(shop, {}, lambda n: {})
+    # BEGIN, the page (with the preamble in front when auth is on), ROLLBACK on return
+    assert with_token == anonymous == without_auth == 10 * 3, (with_token, anonymous,
+                                                                without_auth)
