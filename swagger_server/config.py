@@ -593,6 +593,9 @@ DEMO_AUTH_NOTE = (
 
 
 def embedded_demo_auth(auth: AuthSettings) -> AuthSettings:
-    if auth != AuthSettings():
-        return auth  # configured: used as it is
-    return AuthSettings(jwt_secret=DEV_JWT_SECRET, anonymous_role=DEMO_ANONYMOUS_ROLE)
+    """The demo's credentials, unless some are configured (then used as they are). Other
+    [AUTH] keys are kept: ``AUTH_ADMIN_ROLES=web_user scripts/serve`` opens /pool to tokens."""
+    if auth.enabled or auth.anonymous_role:
+        return auth
+    return dataclasses.replace(auth, jwt_secret=DEV_JWT_SECRET,
+                               anonymous_role=DEMO_ANONYMOUS_ROLE)

@@ -14,7 +14,7 @@ from connexion.problem import problem
 from starlette.exceptions import HTTPException
 
 from swagger_server.auth.errors import AuthenticationError, ForbiddenRole
-from swagger_server.auth.request import AdminRequired
+from swagger_server.auth.request import AdminRequired, PermissionDenied
 from swagger_server.pool import DatabaseUnavailable, PoolTimeout
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ TOO_MANY_EXPORTS = "/problems/too-many-exports"
 UNAUTHORIZED = "/problems/unauthorized"
 FORBIDDEN_ROLE = "/problems/forbidden-role"
 ADMIN_REQUIRED = "/problems/admin-required"
+PERMISSION_DENIED = "/problems/permission-denied"
 
 RETRY_AFTER_SECONDS = 1
 
@@ -203,6 +204,10 @@ def admin_required(request: ConnexionRequest, exc: AdminRequired) -> ConnexionRe
     return _response(request, 403, "Forbidden", exc.description, ADMIN_REQUIRED)
 
 
+def permission_denied(request: ConnexionRequest, exc: PermissionDenied) -> ConnexionResponse:
+    return _response(request, 403, "Forbidden", exc.description, PERMISSION_DENIED)
+
+
 def pool_timeout(request: ConnexionRequest, exc: PoolTimeout) -> ConnexionResponse:
     log.warning("503 pool timeout: %s", exc)
     return _response(
@@ -256,6 +261,7 @@ def register(app: Any) -> None:
     app.add_error_handler(AuthenticationError, unauthorized)
     app.add_error_handler(ForbiddenRole, forbidden_role)
     app.add_error_handler(AdminRequired, admin_required)
+    app.add_error_handler(PermissionDenied, permission_denied)
     app.add_error_handler(PoolTimeout, pool_timeout)
     app.add_error_handler(DatabaseUnavailable, database_unavailable)
     # By SQLSTATE: connection lost mid-query, statement timeout, server shutting down, ...

@@ -471,3 +471,14 @@ def test_the_role_costs_no_round_trip_once_cached(shop: str, authenticator: str,
     # BEGIN, the page (with the preamble in front when auth is on), ROLLBACK on return
     assert with_token == anonymous == without_auth == 10 * 3, (with_token, anonymous,
                                                                 without_auth)
+
+
+def test_a_hand_written_endpoint_the_role_may_not_read_is_403(auth_client, shop: str) -> None:
+    client = auth_client()
+    response = client.get("/customers/42/summary")  # web_anon may not read customers
+    assert response.status_code == 403, response.text
+    assert response.json()["type"] == "/problems/permission-denied"
+    mine = client.get("/customers/42/summary", headers=bearer(token(sub=42))).json()
+    others = client.get("/customers/43/summary", headers=bearer(token(sub=42))).json()
+    assert mine["orders"] == len(orders_of(shop, 42)) > 0
+    assert len(orders_of(shop, 43)) == 0 or others["orders"] == 0  # RLS: not 43's orders

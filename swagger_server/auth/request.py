@@ -22,6 +22,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg2.errors
 from flask import Flask, current_app, g, request
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from psycopg2.extensions import cursor as PlainCursor
@@ -46,6 +47,15 @@ class AdminRequired(Exception):
     def __init__(self, role: str | None) -> None:
         who = f"role {role!r}" if role else "an anonymous request"
         super().__init__(f"{who} may not use the admin endpoints (ADMIN_ROLES)")
+        self.description = str(self)
+
+
+class PermissionDenied(Exception):
+    """403: PostgreSQL refused the request's role something a hand-written endpoint needs
+    (SQLSTATE 42501). Without auth the same error is the deployment's fault (a 500)."""
+
+    def __init__(self, role: str) -> None:
+        super().__init__(f"role {role!r} may not read what this request needs")
         self.description = str(self)
 
 
@@ -90,6 +100,14 @@ def install(app: Flask, settings: AuthSettings) -> None:
         return
     app.extensions[EXTENSION] = Authenticator(settings)
     app.before_request(_identify)
+    app.register_error_handler(psycopg2.errors.InsufficientPrivilege, _permission_denied)
+
+
+def _permission_denied(exc: Exception) -> Any:
+    identity: Identity | None = g.get("identity")
+    if identity is None:
+        raise exc
+    raise PermissionDenied(identity.role) from None
 
 
 def _identify() -> None:
