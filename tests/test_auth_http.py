@@ -482,3 +482,33 @@ def test_a_hand_written_endpoint_the_role_may_not_read_is_403(auth_client, shop:
     others = client.get("/customers/43/summary", headers=bearer(token(sub=42))).json()
     assert mine["orders"] == len(orders_of(shop, 42)) > 0
     assert len(orders_of(shop, 43)) == 0 or others["orders"] == 0  # RLS: not 43's orders
+
+
+# ------------------------------------------------------------------ Swagger UI and CORS
+
+
+def test_the_spec_declares_both_schemes_and_leaves_the_decision_to_the_service(
+        auth_client) -> None:
+    client = auth_client()
+    spec = client.get("/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearerAuth"] == {**schemes["bearerAuth"], "type": "http", "scheme": "bearer"}
+    assert (schemes["apiKeyAuth"]["in"], schemes["apiKeyAuth"]["name"]) == ("header",
+                                                                             "X-API-Key")
+    assert spec["security"] == [{"bearerAuth": []}, {"apiKeyAuth": []}, {}]
+    # Connexion lets everything through to the service, which decides: a request without
+    # credentials is anonymous, not Connexion's "No authorization token provided".
+    assert client.get("/tables/products/rows?limit=1").status_code == 200
+    assert "malformed token" in client.get(
+        "/tables", headers={"Authorization": "Bearer x"}).json()["detail"]
+
+
+def test_cors_allows_the_credential_headers(shop: str, make_client) -> None:
+    client = make_client(shop, cors={"origins": ("https://app.example",)},
+                         auth={"jwt_secret": SECRET, "anonymous_role": "web_anon"})
+    response = client.options("/tables", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization, x-api-key"})
+    assert response.status_code == 200, response.text
+    allowed = response.headers["access-control-allow-headers"].lower()
+    assert "authorization" in allowed and "x-api-key" in allowed
