@@ -512,3 +512,41 @@ def test_cors_allows_the_credential_headers(shop: str, make_client) -> None:
     assert response.status_code == 200, response.text
     allowed = response.headers["access-control-allow-headers"].lower()
     assert "authorization" in allowed and "x-api-key" in allowed
+
+
+def test_every_way_of_running_sql_opens_its_transaction_as_the_role(
+        authenticator: str) -> None:
+    """execute (plain or named cursor), executemany and callproc: each first statement of a
+    transaction runs as the role; later ones in it too; after ROLLBACK, the next again."""
+    from swagger_server.auth.context import RoleFacts, build_preamble
+    from swagger_server.auth.identity import Identity
+
+    identity = Identity(role="web_user", claims={"sub": "5"})
+    preamble = build_preamble(RoleFacts(role="web_user", refusal=None), identity, "GET", "/x")
+    with contextlib.closing(psycopg2.connect(authenticator)) as conn:
+        conn.cursor_factory = RoleBinding((preamble.statement, preamble.params))
+        checks = {
+            "execute": lambda cur: cur.execute("SELECT current_user, %s", ("50%",)),
+            "execute, a literal %": lambda cur: cur.execute("SELECT current_user, '50%'"),
+            "callproc": lambda cur: cur.callproc("current_setting", ("role",)),
+        }
+        for label, run in checks.items():
+            with conn.cursor() as cur:
+                run(cur)
+                assert cur.fetchone()[0] == "web_user", label
+                cur.execute("SELECT current_user")  # the same transaction
+                assert cur.fetchone()[0] == "web_user", label
+            conn.rollback()
+        with conn.cursor("named") as cur:
+            cur.execute("SELECT current_user FROM generate_series(1, 3)")
+            assert cur.fetchone()[0] == "web_user"
+        conn.rollback()
+        with conn.cursor() as cur:
+            cur.executemany("SELECT %s", [(1,), (2,)])
+            cur.execute("SELECT current_user")
+            assert cur.fetchone()[0] == "web_user"
+        conn.rollback()
+        conn.cursor_factory = None
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_user = session_user")
+            assert cur.fetchone()[0] is True

@@ -163,17 +163,40 @@ class RoleCursor(PlainCursor):
     binding: RoleBinding | None = None
 
     def execute(self, query: Any, vars: Any = None) -> None:
+        preamble = self._pending()
+        if preamble is None:
+            return super().execute(query, vars)
+        head = self.mogrify(*preamble)
+        if self.name is not None:
+            # A named (server-side) cursor's statement goes into a DECLARE: no room in front.
+            # The preamble then costs its own round trip (nothing here uses named cursors).
+            PlainCursor(self.connection).execute(head)
+            return super().execute(query, vars)
+        # Interpolated client-side (as psycopg2 always does), each with its own parameters:
+        # any parameter style and a literal % in either keep working.
+        body = self.mogrify(query, vars) if vars is not None else _text(query, self)
+        return super().execute(head + b";\n" + body)
+
+    def executemany(self, query: Any, vars_list: Any) -> None:
+        preamble = self._pending()
+        if preamble is not None:
+            super().execute(self.mogrify(*preamble))  # its own round trip: rare, and correct
+        return super().executemany(query, vars_list)
+
+    def callproc(self, procname: Any, parameters: Any = None) -> Any:
+        preamble = self._pending()
+        if preamble is not None:
+            super().execute(self.mogrify(*preamble))
+        return super().callproc(procname, parameters)
+
+    def _pending(self) -> tuple[Any, Any] | None:
+        """The preamble, when this statement will open the transaction."""
         binding = self.binding
-        if binding is not None and self.connection.info.transaction_status == (
-                TRANSACTION_STATUS_IDLE) and not self.connection.autocommit:
-            preamble = binding.take()
-            if preamble is not None:
-                # Interpolated client-side (as psycopg2 always does), each with its own
-                # parameters: any parameter style and a literal % in either keep working.
-                head = self.mogrify(*preamble)
-                body = self.mogrify(query, vars) if vars is not None else _text(query, self)
-                return super().execute(head + b";\n" + body)
-        return super().execute(query, vars)
+        conn = self.connection
+        if binding is None or conn.autocommit or (
+                conn.info.transaction_status != TRANSACTION_STATUS_IDLE):
+            return None
+        return binding.take()
 
 
 def _text(query: Any, cursor: Any) -> bytes:
