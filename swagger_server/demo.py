@@ -27,6 +27,7 @@ SQL_FILE = Path(__file__).resolve().parent / "sql" / "demo.sql"
 # demo data loaded by an older version), idempotent.
 ROLES_FILE = SQL_FILE.with_name("demo_roles.sql")
 ROLES = ("web_anon", "web_user")
+POLICIES = ("own_orders", "own_order_items")
 TABLES = ("customers", "products", "orders", "order_items", "product_sales")
 TYPES = ("order_status",)
 _LOCK_KEY = 0x70677265  # pg_advisory_xact_lock key: two starters never seed at once
@@ -52,7 +53,7 @@ def seed(dsn: str, schema: str = "public") -> bool:
             (schema, list(TYPES)),
         )
         if relations or cur.fetchone()[0]:
-            if relations == len(TABLES) and not _has_roles(cur):
+            if relations == len(TABLES) and not _has_roles(cur, schema):
                 _add_roles(cur, schema)  # demo data of an older version: roles added
                 log.warning("demo roles %s added to %s", ", ".join(ROLES), schema)
             else:
@@ -69,10 +70,15 @@ def seed(dsn: str, schema: str = "public") -> bool:
     return True
 
 
-def _has_roles(cur: psycopg2.extensions.cursor) -> bool:
+def _has_roles(cur: psycopg2.extensions.cursor, schema: str) -> bool:
+    """Demo roles and policies in place for ``schema`` (roles are the server's, policies the
+    database's: a demo loaded by an older version has neither)."""
     cur.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s) "
                 "AND pg_has_role(current_user, rolname, 'MEMBER')", (list(ROLES),))
-    return cur.fetchone()[0] == len(ROLES)
+    roles = cur.fetchone()[0]
+    cur.execute("SELECT count(*) FROM pg_policies WHERE schemaname = %s AND policyname = ANY(%s)",
+                (schema, list(POLICIES)))
+    return roles == len(ROLES) and cur.fetchone()[0] == len(POLICIES)
 
 
 def _add_roles(cur: psycopg2.extensions.cursor, schema: str) -> None:
