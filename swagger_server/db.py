@@ -140,6 +140,10 @@ def close_pool() -> None:
 def get_db(readonly: bool = True) -> Connection:
     """The request's connection, taken from the pool on first use and kept on ``flask.g``.
 
+    With auth configured, its transactions run as the request's role, with its claims (the
+    preamble travels with each transaction's first statement: swagger_server/auth/request.py);
+    a role the service may not become is a 403 here, before anything runs.
+
     Its transactions are read-only (the session default). ``get_db(readonly=False)`` makes the
     request's transactions ``READ WRITE``: call it before the request's first query, and commit
     yourself (``with conn:`` commits on success, rolls back on an exception). What is not
