@@ -11,6 +11,7 @@ from connexion.middleware import MiddlewarePosition
 
 from swagger_server import access_log, db, errors, served_spec
 from swagger_server.auth import request as request_auth
+from swagger_server.auth.keyset import KeyFileError
 from swagger_server.auth.spec import SPEC_SECURITY_MAP
 from swagger_server.config import PROJECT_ROOT, Settings, load_settings
 from swagger_server.cors import ProblemCORSMiddleware
@@ -45,7 +46,10 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
     app.app.config["SETTINGS"] = settings
     app.app.json = ExactJSONProvider(app.app)  # jsonify as exact as a returned dict
     db.init_app(app.app)
-    request_auth.install(app.app, settings.auth)  # who is asking (nothing when auth is off)
+    try:
+        request_auth.install(app.app, settings.auth)  # who is asking (nothing when auth is off)
+    except (KeyFileError, ValueError) as exc:  # an unreadable or invalid JWT_PUBLIC_KEYS file
+        raise StartupError(f"[AUTH] JWT_PUBLIC_KEYS: {_first_line(exc)}") from exc
     try:
         app.add_api(SPEC_FILE, strict_validation=True, validate_responses=False,
                     security_map=SPEC_SECURITY_MAP,

@@ -77,3 +77,17 @@ def test_a_configured_database_never_gets_the_demo_auth() -> None:
     settings = load_settings(environ={"DATABASE_URL": "dbname=shop"})
     assert with_embedded_dsn(settings, {EMBEDDED_DSN_ENV: "dbname=x"}).auth == AuthSettings()
     assert DEV_JWT_SECRET not in repr(settings)
+
+
+def test_a_bad_public_keys_file_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    from swagger_server.app import StartupError, create_app
+
+    keys = tmp_path / "keys.pem"
+    keys.write_text("not a key", encoding="utf-8")
+    settings = load_settings(environ={"DATABASE_URL": "dbname=x",
+                                      "AUTH_JWT_PUBLIC_KEYS": str(keys),
+                                      "AUTH_JWT_ALGORITHMS": "RS256"})
+    with pytest.raises(StartupError) as info:
+        create_app(settings)
+    assert str(info.value).startswith("[AUTH] JWT_PUBLIC_KEYS: KeyFileError")
+    assert "\n" not in str(info.value)
