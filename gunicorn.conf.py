@@ -19,7 +19,9 @@ import sys
 # Module-level names are gunicorn settings when they match one (``config`` does): import names.
 from swagger_server import capacity, cursors, db, embedded, lifecycle
 from swagger_server.app import StartupError, create_app
+from swagger_server.auth.settings import DEV_JWT_SECRET
 from swagger_server.config import (
+    DEMO_AUTH_NOTE,
     ConfigError,
     load_settings,
     process_settings,
@@ -84,6 +86,8 @@ def on_starting(server):
         on_exit(server)
         sys.exit(1)
     server.log.info("database: %s (%s)", _settings.database.safe_dsn, _settings.database.source)
+    if _settings.database.embedded and _settings.auth.jwt_secret == DEV_JWT_SECRET:
+        server.log.warning(DEMO_AUTH_NOTE)
     _check_connection_budget(server)
 
 

@@ -14,6 +14,7 @@ import sys
 
 from swagger_server import config, cursors, db, embedded
 from swagger_server.app import create_app
+from swagger_server.auth.settings import DEV_JWT_SECRET
 
 log = logging.getLogger("swagger_server.wsgi")
 
@@ -36,6 +37,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # The same settings, now with the embedded server's DSN, for the pool and the app.
     settings = config.set_process_settings(config.with_embedded_dsn(settings))
+    if settings.database.embedded and settings.auth.jwt_secret == DEV_JWT_SECRET:
+        log.warning(config.DEMO_AUTH_NOTE)
     if not settings.api.cursor_secret:
         cursors.generated_secret()
         log.warning(cursors.RANDOM_KEY_WARNING)

@@ -10,6 +10,9 @@ import connexion
 from connexion.middleware import MiddlewarePosition
 
 from swagger_server import access_log, db, errors, served_spec
+from swagger_server.auth import request as request_auth
+from swagger_server.auth.keyset import KeyFileError
+from swagger_server.auth.spec import SPEC_SECURITY_MAP
 from swagger_server.config import PROJECT_ROOT, Settings, load_settings
 from swagger_server.cors import ProblemCORSMiddleware
 from swagger_server.json_provider import ExactJSONProvider, jsonifier
@@ -44,7 +47,12 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
     app.app.json = ExactJSONProvider(app.app)  # jsonify as exact as a returned dict
     db.init_app(app.app)
     try:
+        request_auth.install(app.app, settings.auth)  # who is asking (nothing when auth is off)
+    except (KeyFileError, ValueError) as exc:  # an unreadable or invalid JWT_PUBLIC_KEYS file
+        raise StartupError(f"[AUTH] JWT_PUBLIC_KEYS: {_first_line(exc)}") from exc
+    try:
         app.add_api(SPEC_FILE, strict_validation=True, validate_responses=False,
+                    security_map=SPEC_SECURITY_MAP,
                     uri_parser_class=RepeatedParameterParser,
                     validator_map={"parameter": ParameterValidator})
     except Exception as exc:
@@ -60,7 +68,8 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
             position=MiddlewarePosition.BEFORE_EXCEPTION,
             allow_origins=list(settings.cors.origins),
             allow_methods=["GET", "HEAD", "OPTIONS"],
-            allow_headers=["Accept", "Content-Type", "X-Request-ID"],
+            allow_headers=["Accept", "Content-Type", "X-Request-ID", "Authorization",
+                           "X-API-Key"],
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )

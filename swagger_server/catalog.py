@@ -3,8 +3,10 @@
 Read from ``pg_catalog`` once per worker and refreshed after ``[API] CATALOG_TTL`` seconds, so a
 new column shows up without a restart. Exposure follows ``[API] SCHEMAS`` (in order: a bare name
 is looked up in that order), ``TABLES`` (names or glob patterns, ``name`` or ``schema.name``) and
-``EXCLUDE`` (the same forms). Only relations the database user may ``SELECT`` are listed. Anything
-not exposed does not exist as far as the API is concerned.
+``EXCLUDE`` (the same forms). Only relations the current role may ``SELECT`` (some column of)
+are listed, with the columns it may read; a primary key it cannot read whole is not listed.
+Read as the request's role (after its ``SET LOCAL ROLE``), cached per role. Anything not
+exposed does not exist as far as the API is concerned.
 
 Identifiers used in SQL come only from here, never from the request's text.
 """
@@ -147,27 +149,36 @@ SELECT n.nspname, c.relname, c.relkind, c.oid::int8,
            CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, i)
            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
            WHERE p.conrelid = c.oid AND p.contype = 'p'
+             -- a key the role cannot read whole is no key to it (no row address, no cursor)
+             AND NOT EXISTS (
+                 SELECT 1 FROM unnest(p.conkey) AS u(attnum)
+                 WHERE NOT has_column_privilege(c.oid, u.attnum, 'SELECT'))
        ), '{}') AS pk,
        (SELECT array_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS names,
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS names,
        (SELECT array_agg(format_type(a.atttypid, -1) ORDER BY a.attnum) FROM pg_attribute a
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS types,
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS types,
        (SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum)
         FROM pg_attribute a
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS display_types,
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS display_types,
        (SELECT array_agg(NOT a.attnotnull ORDER BY a.attnum) FROM pg_attribute a
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS nullables,
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS nullables,
        (SELECT array_agg(b.typname::text ORDER BY a.attnum)
         FROM pg_attribute a
         JOIN pg_type t ON t.oid = a.atttypid
         JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS base_types
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS base_types
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = ANY(%s)
   AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
   AND NOT c.relispartition
-  AND has_table_privilege(c.oid, 'SELECT')
+  AND has_any_column_privilege(c.oid, 'SELECT')
 ORDER BY array_position(%s::text[], n.nspname::text), c.relname
 """
 
@@ -230,14 +241,17 @@ def load(conn: Connection, api: ApiSettings) -> Catalog:
 
 
 class CatalogCache:
-    """One catalog per worker process and configuration, reloaded after ``ttl`` seconds."""
+    """One catalog per worker process, configuration and role, reloaded after ``ttl`` seconds."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[tuple[object, ...], Catalog] = {}
 
-    def get(self, conn: Connection, api: ApiSettings, dsn: str | None) -> Catalog:
-        key = (dsn, api.schemas, api.tables, api.exclude)
+    def get(self, conn: Connection, api: ApiSettings, dsn: str | None,
+            role: str | None = None) -> Catalog:
+        """``role``: the request's role (None without auth). ``conn`` must run as it: what a
+        role sees is what PostgreSQL grants it, so each role has its own catalog."""
+        key = (dsn, api.schemas, api.tables, api.exclude, role)
         entry = self._entries.get(key)
         if entry is not None and time.monotonic() - entry.loaded_at < api.catalog_ttl:
             return entry

@@ -20,6 +20,14 @@ from typing import Any
 
 import psycopg2.extensions
 
+from swagger_server.auth.settings import (
+    AUTH_KEYS,
+    DEV_JWT_SECRET,
+    AuthSettings,
+    check_auth_settings,
+    parse_api_key,
+    parse_path,
+)
 from swagger_server.capacity import available_cpus
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +120,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     embedded: EmbeddedSettings = field(default_factory=EmbeddedSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
 
 # --- value parsers: each takes the raw text and returns the value or raises ValueError(why) ---
@@ -265,6 +274,25 @@ _KEYS: dict[str, tuple[_Key, ...]] = {
 }
 
 _POSTGRES_KEYS = ("URL", "PORT", "USER", "PW", "DB")
+# [API_KEYS] is free-form: each key is a label, its value '<sha256 hex> <role>'.
+_API_KEYS_SECTION = "API_KEYS"
+
+
+def _optional_path(raw: str) -> Path | None:
+    return parse_path(raw) if raw.strip() else None
+
+
+def _auth_keys() -> tuple[_Key, ...]:
+    """[AUTH] from auth/settings.py's table; numbers get this table's bounded parser."""
+    overrides: dict[str, Callable[[str], Any]] = {
+        "JWT_LEEWAY": _seconds(0, _HOUR),
+        "JWT_PUBLIC_KEYS": _optional_path,
+    }
+    return tuple(_Key("AUTH", key, attr, overrides.get(key, parse))
+                 for key, (attr, parse) in AUTH_KEYS.items())
+
+
+_KEYS["auth"] = _auth_keys()
 
 
 def config_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -383,6 +411,9 @@ def _database(parser: configparser.ConfigParser, env: Mapping[str, str]) -> Data
 def _reject_unknown(parser: configparser.ConfigParser) -> None:
     """A misspelt section or key would be silently ignored: refuse it instead."""
     known: dict[str, set[str]] = {"POSTGRES": set(_POSTGRES_KEYS)}
+    parser_keys = set(parser.options(_API_KEYS_SECTION)) if parser.has_section(
+        _API_KEYS_SECTION) else set()
+    known[_API_KEYS_SECTION] = parser_keys  # any label
     for keys in _KEYS.values():
         for spec in keys:
             known.setdefault(spec.section, set()).add(spec.key)
@@ -430,7 +461,25 @@ def load_settings(
             "API_DEFAULT_LIMIT: must not exceed API_MAX_ROWS "
             f"({api.default_limit} > {api.max_rows})"
         )
+    groups["auth"] = _with_api_keys(parser, groups["auth"])
     return Settings(database=_database(parser, env), **groups)
+
+
+def _with_api_keys(parser: configparser.ConfigParser, auth: AuthSettings) -> AuthSettings:
+    """[API_KEYS] added to [AUTH], then the keys that must agree with each other checked."""
+    keys = []
+    if parser.has_section(_API_KEYS_SECTION):
+        for name in parser.options(_API_KEYS_SECTION):
+            try:
+                keys.append(parse_api_key(name.lower(), parser.get(_API_KEYS_SECTION, name)))
+            except ValueError as exc:
+                raise ConfigError(f"[API_KEYS] {name.lower()}: {exc}") from None
+    auth = dataclasses.replace(auth, api_keys=tuple(keys))
+    try:
+        check_auth_settings(auth)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return auth
 
 
 # libpq parameters that hold a secret (its own table marks them "*" = password, or "D" = debug
@@ -535,4 +584,25 @@ def with_embedded_dsn(settings: Settings, environ: Mapping[str, str] | None = No
     dsn = env.get(EMBEDDED_DSN_ENV)
     if not settings.database.embedded or settings.database.dsn or not dsn:
         return settings
-    return dataclasses.replace(settings, database=DatabaseSettings(dsn=dsn))
+    return dataclasses.replace(settings, database=DatabaseSettings(dsn=dsn),
+                               auth=embedded_demo_auth(settings.auth))
+
+
+# The embedded demo database's auth when [AUTH] and [API_KEYS] say nothing: tokens signed with
+# the development secret (python -m swagger_server.keys token ...), anonymous requests as
+# web_anon (sql/demo_roles.sql). Never with a configured database: the secret is public.
+DEMO_ANONYMOUS_ROLE = "web_anon"
+DEMO_AUTH_NOTE = (
+    "embedded demo database without [AUTH]: tokens signed with the development secret are "
+    f"accepted (python -m swagger_server.keys token --sub 42 --role web_user) and requests "
+    f"without credentials run as {DEMO_ANONYMOUS_ROLE}; never use this secret elsewhere"
+)
+
+
+def embedded_demo_auth(auth: AuthSettings) -> AuthSettings:
+    """The demo's credentials, unless some are configured (then used as they are). Other
+    [AUTH] keys are kept: ``AUTH_ADMIN_ROLES=web_user scripts/serve`` opens /pool to tokens."""
+    if auth.enabled or auth.anonymous_role:
+        return auth
+    return dataclasses.replace(auth, jwt_secret=DEV_JWT_SECRET,
+                               anonymous_role=DEMO_ANONYMOUS_ROLE)

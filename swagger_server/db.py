@@ -17,6 +17,7 @@ import psycopg2.extensions
 from flask import Flask, current_app, g
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
+from swagger_server.auth import request as request_auth
 from swagger_server.config import Settings
 from swagger_server.pool import Connection, ConnectionPool
 
@@ -139,6 +140,10 @@ def close_pool() -> None:
 def get_db(readonly: bool = True) -> Connection:
     """The request's connection, taken from the pool on first use and kept on ``flask.g``.
 
+    With auth configured, its transactions run as the request's role, with its claims (the
+    preamble travels with each transaction's first statement: swagger_server/auth/request.py);
+    a role the service may not become is a 403 here, before anything runs.
+
     Its transactions are read-only (the session default). ``get_db(readonly=False)`` makes the
     request's transactions ``READ WRITE``: call it before the request's first query, and commit
     yourself (``with conn:`` commits on success, rolls back on an exception). What is not
@@ -147,7 +152,13 @@ def get_db(readonly: bool = True) -> Connection:
     """
     if "db" not in g:
         pool = get_pool()
-        g.db = pool.getconn()
+        conn = pool.getconn()
+        try:
+            request_auth.attach(conn)  # the request's role (no-op when auth is off)
+        except BaseException:
+            pool.putconn(conn)
+            raise
+        g.db = conn
         g.db_pool = pool  # given back to this pool, even if the process pool changes meanwhile
     conn = g.db
     if not readonly and conn.readonly is not False:
@@ -167,6 +178,7 @@ def close_db(e: BaseException | None = None) -> None:
     conn = g.pop("db", None)
     pool = g.pop("db_pool", None)
     if conn is not None and pool is not None:
+        request_auth.detach(conn)
         pool.putconn(conn)
 
 

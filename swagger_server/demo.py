@@ -23,6 +23,11 @@ import psycopg2
 log = logging.getLogger(__name__)
 
 SQL_FILE = Path(__file__).resolve().parent / "sql" / "demo.sql"
+# Roles web_anon and web_user, their grants and the RLS policies: applied on every seed (also to
+# demo data loaded by an older version), idempotent.
+ROLES_FILE = SQL_FILE.with_name("demo_roles.sql")
+ROLES = ("web_anon", "web_user")
+POLICIES = ("own_orders", "own_order_items")
 TABLES = ("customers", "products", "orders", "order_items", "product_sales")
 TYPES = ("order_status",)
 _LOCK_KEY = 0x70677265  # pg_advisory_xact_lock key: two starters never seed at once
@@ -48,16 +53,38 @@ def seed(dsn: str, schema: str = "public") -> bool:
             (schema, list(TYPES)),
         )
         if relations or cur.fetchone()[0]:
-            log.info("demo data: %s already holds demo names; left as it is", schema)
+            if relations == len(TABLES) and not _has_roles(cur, schema):
+                _add_roles(cur, schema)  # demo data of an older version: roles added
+                log.warning("demo roles %s added to %s", ", ".join(ROLES), schema)
+            else:
+                log.info("demo data: %s already holds demo names; left as it is", schema)
             return False
         cur.execute("CREATE SCHEMA IF NOT EXISTS " + _quote(cur, schema))
         cur.execute("SET LOCAL search_path = " + _quote(cur, schema))
         cur.execute(SQL_FILE.read_text(encoding="utf-8"))
+        _add_roles(cur, schema)
         for table in TABLES[:-1]:
             cur.execute("ANALYZE " + _quote(cur, table))
     log.warning("demo data loaded into %s in %.1fs (tables %s)", schema,
                 time.monotonic() - started, ", ".join(TABLES))
     return True
+
+
+def _has_roles(cur: psycopg2.extensions.cursor, schema: str) -> bool:
+    """Demo roles and policies in place for ``schema`` (roles are the server's, policies the
+    database's: a demo loaded by an older version has neither)."""
+    cur.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s) "
+                "AND pg_has_role(current_user, rolname, 'MEMBER')", (list(ROLES),))
+    roles = cur.fetchone()[0]
+    cur.execute("SELECT count(*) FROM pg_policies WHERE schemaname = %s AND policyname = ANY(%s)",
+                (schema, list(POLICIES)))
+    return roles == len(ROLES) and cur.fetchone()[0] == len(POLICIES)
+
+
+def _add_roles(cur: psycopg2.extensions.cursor, schema: str) -> None:
+    cur.execute("SET LOCAL search_path = " + _quote(cur, schema))
+    cur.execute(ROLES_FILE.read_text(encoding="utf-8").replace("SCHEMA public",
+                                                                "SCHEMA " + _quote(cur, schema)))
 
 
 def seed_embedded(dsn: str) -> bool:

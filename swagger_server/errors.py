@@ -13,6 +13,8 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.problem import problem
 from starlette.exceptions import HTTPException
 
+from swagger_server.auth.errors import AuthenticationError, ForbiddenRole
+from swagger_server.auth.request import AdminRequired, PermissionDenied
 from swagger_server.pool import DatabaseUnavailable, PoolTimeout
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,11 @@ NOT_FOUND = "/problems/not-found"
 CATALOG_CHANGED = "/problems/catalog-changed"
 CORS_REJECTED = "/problems/cors-rejected"
 TOO_MANY_EXPORTS = "/problems/too-many-exports"
+# Authentication (swagger_server/auth): who is asking, and may they run as that role.
+UNAUTHORIZED = "/problems/unauthorized"
+FORBIDDEN_ROLE = "/problems/forbidden-role"
+ADMIN_REQUIRED = "/problems/admin-required"
+PERMISSION_DENIED = "/problems/permission-denied"
 
 RETRY_AFTER_SECONDS = 1
 
@@ -181,6 +188,26 @@ def api_problem(request: ConnexionRequest, exc: ApiProblem) -> ConnexionResponse
                      ext=exc.ext or None)
 
 
+def unauthorized(request: ConnexionRequest, exc: AuthenticationError) -> ConnexionResponse:
+    """401 with the RFC 6750 challenge; the reason is ours (fixed text), never the token."""
+    log.info("401 %s", exc.description)
+    return _response(request, 401, "Unauthorized", exc.description, UNAUTHORIZED,
+                     headers={"WWW-Authenticate": exc.challenge})
+
+
+def forbidden_role(request: ConnexionRequest, exc: ForbiddenRole) -> ConnexionResponse:
+    log.warning("403 %s", exc.description)
+    return _response(request, 403, "Forbidden", exc.description, FORBIDDEN_ROLE)
+
+
+def admin_required(request: ConnexionRequest, exc: AdminRequired) -> ConnexionResponse:
+    return _response(request, 403, "Forbidden", exc.description, ADMIN_REQUIRED)
+
+
+def permission_denied(request: ConnexionRequest, exc: PermissionDenied) -> ConnexionResponse:
+    return _response(request, 403, "Forbidden", exc.description, PERMISSION_DENIED)
+
+
 def pool_timeout(request: ConnexionRequest, exc: PoolTimeout) -> ConnexionResponse:
     log.warning("503 pool timeout: %s", exc)
     return _response(
@@ -231,6 +258,10 @@ def register(app: Any) -> None:
     app.add_error_handler(ProblemException, connexion_problem)
     app.add_error_handler(HTTPException, http_error)
     app.add_error_handler(ApiProblem, api_problem)
+    app.add_error_handler(AuthenticationError, unauthorized)
+    app.add_error_handler(ForbiddenRole, forbidden_role)
+    app.add_error_handler(AdminRequired, admin_required)
+    app.add_error_handler(PermissionDenied, permission_denied)
     app.add_error_handler(PoolTimeout, pool_timeout)
     app.add_error_handler(DatabaseUnavailable, database_unavailable)
     # By SQLSTATE: connection lost mid-query, statement timeout, server shutting down, ...

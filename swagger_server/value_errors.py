@@ -97,9 +97,9 @@ def _not_found(relation: Relation) -> ApiProblem:
 
 
 def _readable(conn: Connection, relation: Relation) -> bool:
-    """Does the relation (the same one: same oid) still exist, with SELECT for this user?"""
+    """Does the relation (the same one: same oid) still exist, with SELECT for this role?"""
     with conn.cursor() as cur:
-        cur.execute("SELECT has_table_privilege(c.oid, 'SELECT') FROM pg_class c "
+        cur.execute("SELECT has_any_column_privilege(c.oid, 'SELECT') FROM pg_class c "
                     "WHERE c.oid = %s", (relation.oid,))
         row = cur.fetchone()
     conn.rollback()

@@ -8,7 +8,8 @@ While it runs, a test can:
 - ``cut()``: close every current connection (both ends see EOF at once);
 - ``mode = "refuse"``: reset new connections as soon as they arrive;
 - ``mode = "blackhole"``: accept new connections and never answer (a dropped route);
-- ``freeze()`` / ``thaw()``: stop forwarding on current connections without closing them.
+- ``freeze()`` / ``thaw()``: stop forwarding on current connections without closing them;
+- read ``sends_total``: the chunks clients sent to the server, i.e. their round trips.
 
 Every thread it starts is joined by ``stop()`` (or leaving the ``with`` block).
 """
@@ -68,7 +69,7 @@ class _Pair:
         self._lock = threading.Lock()
         self._pumps_left = 2
         self.threads = [
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True,
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True,
                              name="proxy-up"),
             threading.Thread(target=self._pump, args=(upstream, client), daemon=True,
                              name="proxy-down"),
@@ -85,7 +86,7 @@ class _Pair:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, to_server: bool = False) -> None:
         try:
             while not self.closing.is_set():
                 try:
@@ -94,6 +95,8 @@ class _Pair:
                     break
                 if not data:
                     break
+                if to_server:
+                    self.proxy.count_send()
                 if not self.proxy._wait_to_forward(self.closing):
                     break
                 try:
@@ -122,6 +125,9 @@ class FaultProxy:
         self.mode: Mode = "forward"
         self.latency = 0.0  # seconds added before forwarding each chunk
         self.accepted_total = 0
+        # Chunks the clients sent to the server: one per round trip (a client waits for the
+        # answer before it sends again), so a test can count round trips.
+        self.sends_total = 0
         self._lock = threading.Lock()
         self._pairs: set[_Pair] = set()
         self._held: list[socket.socket] = []  # blackholed connections
@@ -130,6 +136,10 @@ class FaultProxy:
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
+
+    def count_send(self) -> None:
+        with self._lock:
+            self.sends_total += 1
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -1,8 +1,9 @@
 """Who is asking: bearer tokens (JWT) and API keys become an :class:`Identity`, whose role the
 catalog must allow, and whose role and claims the request's transaction then runs with.
 
-Not wired into the request path yet (issue #7, first part): settings, verifiers, the role check
-and the transaction preamble, each usable and tested on its own.
+Wired into the request path by :mod:`swagger_server.auth.request` (identity per request, the
+role on the request's connection), config.py (``[AUTH]``, ``[API_KEYS]``), errors.py (401/403)
+and app.py (install, the spec's schemes, CORS headers). README "Authentication".
 """
 
 from swagger_server.auth.context import Preamble, RoleCatalog, RoleFacts, build_preamble

@@ -19,6 +19,7 @@ import psycopg2.errors
 from flask import Response, current_app, jsonify, request
 
 from swagger_server import cursors, errors, export, query, value_errors
+from swagger_server.auth import request as request_auth
 from swagger_server.catalog import CACHE, Catalog, Relation
 from swagger_server.config import Settings
 from swagger_server.db import get_db, get_pool
@@ -75,8 +76,12 @@ def get_rows(table: str, **_: Any) -> Response:
         release_slot()
         raise
     try:
+        # The export's one transaction runs as the request's role; the stream gives the
+        # connection back itself, past the request's teardown.
+        request_auth.attach(conn, once=True)
         return _export(settings, pool, conn, table, fmt, release_slot)
     except BaseException:
+        request_auth.detach(conn)
         pool.putconn(conn)  # the stream did not take them over
         release_slot()
         raise
@@ -262,7 +267,7 @@ def _settings() -> Settings:
 
 def _catalog(conn: Connection) -> Catalog:
     settings = _settings()
-    return CACHE.get(conn, settings.api, settings.database.dsn)
+    return CACHE.get(conn, settings.api, settings.database.dsn, request_auth.current_role())
 
 
 def _relation(catalog: Catalog, table: str) -> Relation:
@@ -355,8 +360,12 @@ def _secret(settings: Settings) -> bytes:
 
 
 def _fingerprint(q: RowsQuery) -> str:
-    return cursors.fingerprint([q.relation.schema, q.relation.name,
-                                [t.spec() for t in q.order]])
+    parts: list[object] = [q.relation.schema, q.relation.name, [t.spec() for t in q.order]]
+    role = request_auth.current_role()
+    if role is not None:
+        # What one role may page through is not another's: its cursor is refused for them.
+        parts.append({"role": role})
+    return cursors.fingerprint(parts)
 
 
 def _bad(param: str, detail: str, type: str = errors.INVALID_PARAMETER) -> ApiProblem:

@@ -1,0 +1,129 @@
+"""Requests/s of the same page of rows with a valid token vs. anonymous (and with auth off), in
+one run, rounds interleaved.
+
+- token: ``Authorization: Bearer <HS256 token>`` for ``web_user`` (verified once, then cached;
+  the role's preamble travels with the page's statement);
+- anonymous: no credentials, runs as ``web_anon`` (the same preamble, no token);
+- auth off: the same server without [AUTH]: no role switch at all (the reference).
+
+Usage: python -m bench.bench_auth [--seconds 10] [--connections 16] [--workers 2] [--repeat 3]
+Needs ``wrk`` (apt-get install -y wrk). Uses BENCH_DATABASE_URL (the demo is loaded into it if
+absent), else a temporary embedded server with the demo. Ratios within one run are what count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import jwt
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_pool import database, free_port, wrk  # noqa: E402
+from swagger_server import demo  # noqa: E402
+
+SECRET = "bench-secret-0123456789abcdef0123456789abcdef"  # noqa: S105 (a bench key)
+PAGE = "/tables/products/rows?limit=100"
+
+
+@contextlib.contextmanager
+def gunicorn(dsn: str, workers: int, extra: Mapping[str, str]) -> Iterator[str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTH_")}
+    env.update(DATABASE_URL=dsn, SERVER_BIND=f"127.0.0.1:{port}", SERVER_WORKERS=str(workers),
+               SERVER_LOG_LEVEL="warning", SERVER_ACCESS_LOG="off", POOL_MIN_SIZE="10",
+               POOL_MAX_SIZE="10", APP_CONFIG="/dev/null", **extra)
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "wsgi:application"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/health/live", timeout=2):  # noqa: S310
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("gunicorn did not come up") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wrk_with(url: str, seconds: int, connections: int, header: str | None) -> float:
+    if header is None:
+        return wrk(url, seconds, connections)
+    # wrk's -H goes before the URL; the same warm-up and parsing as bench_pool.wrk
+    base = ["wrk", "-t1", f"-c{connections}", "-H", header]
+    subprocess.run([*base, "-d2s", url], check=True, capture_output=True)
+    out = subprocess.run([*base, f"-d{seconds}s", url], check=True, capture_output=True,
+                         text=True).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non2xx:
+        print(f"  warning: {non2xx.group(1)} non-2xx responses", file=sys.stderr)
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return float(match.group(1)) if match else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds, interleaved; median kept")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: apt-get install -y wrk")
+    now = int(time.time())
+    token = jwt.encode({"sub": "42", "role": "web_user", "iat": now, "exp": now + 86400},
+                       SECRET, algorithm="HS256")
+    auth = {"AUTH_JWT_SECRET": SECRET, "AUTH_ANONYMOUS_ROLE": "web_anon"}
+    cases = [
+        ("token (web_user)", auth, f"Authorization: Bearer {token}"),
+        ("anonymous (web_anon)", auth, None),
+        ("auth off", {}, None),
+    ]
+    runs: list[list[float]] = [[] for _ in cases]
+    with database() as dsn:
+        demo.seed(dsn)
+        for round_no in range(args.repeat):
+            # Interleaved, and each round starts with another case: no case always runs
+            # right after the same one.
+            order = [(round_no + k) % len(cases) for k in range(len(cases))]
+            for i in order:
+                label, extra, header = cases[i]
+                with gunicorn(dsn, args.workers, extra) as base:
+                    rps = wrk_with(base + PAGE, args.seconds, args.connections, header)
+                runs[i].append(rps)
+                print(f"round {round_no + 1}: {label:22s} {rps:8.0f} req/s", flush=True)
+    medians = [statistics.median(r) for r in runs]
+    print(f"\nGET {PAGE}, wrk -t1 -c{args.connections} -d{args.seconds}s, {args.workers} "
+          f"workers, median of {args.repeat} interleaved rounds:")
+    for (label, _, _), rps in zip(cases, medians, strict=True):
+        print(f"| {label} | {rps:,.0f} | {rps / (medians[1] or 1):.2f} |")
+    print(f"token / anonymous = {medians[0] / (medians[1] or 1):.3f} (goal >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
