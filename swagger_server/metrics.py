@@ -194,6 +194,7 @@ class PoolSampler:
                 self._pool, self._seen = pool, {}
             if getattr(pool, "observer", None) is None:
                 pool.observer = self._observer
+        self.sample()  # right from the start, not a SAMPLE_INTERVAL later
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="metrics-pool-sampler",
                                             daemon=True)
@@ -245,25 +246,37 @@ class MetricsMiddleware:
             return
         start = time.monotonic()
         status = 0
+        counted = False
         extensions = scope.setdefault("extensions", {})
 
-        async def status_send(message: Message) -> None:
+        def count() -> None:
+            nonlocal counted
+            counted = True
+            method = scope.get("method", "")
+            get().request_done(self._route(scope, extensions),
+                               method if method in _METHODS else OTHER, status,
+                               time.monotonic() - start)
+
+        async def counting_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Before the last byte leaves: a client that has its answer and asks another
+                # worker for /metrics at once must find this request counted.
+                count()
             await send(message)
 
         try:
-            await self.app(scope, receive, status_send)
+            await self.app(scope, receive, counting_send)
         except Exception:
             status = status or 500
             raise
         finally:
-            if status:  # cancelled before any answer (server stopping): not a request answered
-                method = scope.get("method", "")
-                get().request_done(self._route(scope, extensions),
-                                   method if method in _METHODS else OTHER, status,
-                                   time.monotonic() - start)
+            # Not answered in full (an error, a client gone): counted now. Cancelled before
+            # any answer (the server stopping): no request answered, nothing counted.
+            if status and not counted:
+                count()
 
     def _route(self, scope: Scope, extensions: dict[str, Any]) -> str:
         operation = (extensions.get("connexion_routing") or {}).get("operation_id")
