@@ -67,15 +67,10 @@ logconfig_dict = {
     },
 }
 
-# The multiprocess metrics directory, when this master made it (removed on exit).
-_metrics_dir_owned = None
-
-
 def on_starting(server):
-    global _settings, _metrics_dir_owned
+    global _settings
     # Before any worker is forked: they inherit PROMETHEUS_MULTIPROC_DIR and find it empty.
-    metrics_dir, made = metrics_files.prepare()
-    _metrics_dir_owned = metrics_dir if made else None
+    metrics_files.prepare()
     for warning in unknown_variables():
         server.log.warning(warning)
     embedded.start_if_needed(_settings)
@@ -108,8 +103,7 @@ def _check_connection_budget(server):
 def on_exit(server):
     # The handle lives in the embedded module: this file is executed again on SIGHUP.
     embedded.stop_owned()
-    if _metrics_dir_owned is not None:
-        metrics_files.remove(_metrics_dir_owned)
+    metrics_files.remove_owned()  # like the embedded server's handle: SIGHUP re-runs this file
 
 
 def post_fork(server, worker):

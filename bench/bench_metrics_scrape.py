@@ -9,6 +9,11 @@ case. A scrape is the collector's read of the directory plus the text rendering,
 ``GET /metrics`` does it; the median of ``--scrapes`` scrapes is reported.
 
     python -m bench.bench_metrics_scrape [--recycles 200] [--scrapes 30]
+
+``--gunicorn`` measures the real thing instead: ``GET /metrics`` of a gunicorn master with 2
+workers (embedded PostgreSQL, or ``BENCH_DATABASE_URL``), fresh, then after ``--recycles``
+workers were recycled by ``SERVER_MAX_REQUESTS`` (requests to ``/`` until that many new workers
+have started).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -23,8 +29,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from bench.bench_pool import database
 from swagger_server import metrics, metrics_files
 from swagger_server.app import SPEC_DIR, SPEC_FILE
+from tests.server import GunicornServer
+
+_POOL_OPEN = re.compile(r"pool open: pid=(\d+)")
 
 ROUTES = [*sorted(set(metrics.spec_routes(SPEC_DIR / SPEC_FILE)[0].values())), metrics.OTHER]
 
@@ -91,11 +101,49 @@ def run(recycles: int, merge: bool, scrapes: int) -> tuple[float, int, int]:
     return seconds, files, size
 
 
+def _http_scrapes(server: GunicornServer, scrapes: int) -> tuple[float, int]:
+    times = []
+    for _ in range(scrapes):
+        resp = server.get("/metrics", timeout=30)
+        assert resp.status == 200, resp.status
+        times.append(resp.elapsed)
+    return statistics.median(times), len(resp.body)
+
+
+def run_gunicorn(recycles: int, scrapes: int) -> None:
+    with database() as dsn, tempfile.TemporaryDirectory(prefix="bench-metrics-") as name:
+        directory = Path(name) / "prometheus"
+        env = {"DATABASE_URL": dsn, "SERVER_WORKERS": "2", "POOL_MIN_SIZE": "1",
+               "PROMETHEUS_MULTIPROC_DIR": str(directory), "SERVER_MAX_REQUESTS": "2"}
+        with GunicornServer(Path(name) / "g", env) as server:
+            server.get("/metrics")  # one before any recycle
+            started = time.monotonic()
+            sent = 0
+            while len(set(_POOL_OPEN.findall(server.stderr()))) < 2 + recycles:
+                server.get("/", timeout=30)
+                sent += 1
+            took = time.monotonic() - started
+            time.sleep(2)  # the last ones reaped and merged
+            after, size_after = _http_scrapes(server, scrapes)
+            files = len(list(directory.glob("*.db")))
+        with GunicornServer(Path(name) / "g0", {**env, "SERVER_MAX_REQUESTS": "0"}) as server:
+            server.get("/")
+            base, size0 = _http_scrapes(server, scrapes)
+    print(f"gunicorn, 2 workers, GET /metrics, median of {scrapes}:")
+    print(f"  no recycle (MAX_REQUESTS=0): {base * 1000:.1f} ms ({size0} bytes)")
+    print(f"  after {recycles} recycles ({sent} requests, {took:.0f} s): {after * 1000:.1f} ms "
+          f"({size_after} bytes, {files} files in the directory) = {after / base:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recycles", type=int, default=200)
     parser.add_argument("--scrapes", type=int, default=30)
+    parser.add_argument("--gunicorn", action="store_true", help="a real gunicorn master")
     args = parser.parse_args()
+    if args.gunicorn:
+        run_gunicorn(args.recycles, args.scrapes)
+        return
     print(f"{len(ROUTES)} routes; median of {args.scrapes} scrapes; 2 live workers")
     print(f"{'recycles':>9} {'dead files':>10} {'files':>6} {'body bytes':>10} {'scrape ms':>10}")
     base = None

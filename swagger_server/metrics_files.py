@@ -34,6 +34,7 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable; workers in
 LOCK_FILE = ".lock"
 MERGED = "merged"  # stands where a pid would: counter_merged.db
 _ACCUMULATING = ("counter", "histogram", "summary")  # what a dead worker leaves to the total
+_owned: list[Path] = []  # directories prepare() made in this process: remove_owned() removes them
 
 
 def prepare(environ: dict[str, str] | os._Environ[str] = os.environ) -> tuple[Path, bool]:
@@ -52,11 +53,18 @@ def prepare(environ: dict[str, str] | os._Environ[str] = os.environ) -> tuple[Pa
         return path, False
     path = Path(tempfile.mkdtemp(prefix="pgrest-metrics-"))
     environ[ENV] = str(path)
+    _owned.append(path)
     return path, True
 
 
 def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_owned() -> None:
+    """Remove the directories :func:`prepare` made here (the master's exit)."""
+    while _owned:
+        remove(_owned.pop())
 
 
 @contextlib.contextmanager

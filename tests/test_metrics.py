@@ -124,8 +124,8 @@ def test_prepare_empties_a_given_directory_and_makes_one_otherwise(tmp_path: Pat
         assert made and path.is_dir() and environ[metrics_files.ENV] == str(path)
         assert not list(path.iterdir())
     finally:
-        metrics_files.remove(path)
-    assert not path.exists()
+        metrics_files.remove_owned()
+    assert not path.exists() and given.is_dir()  # a given directory is never removed
 
 
 # ---------------------------------------------------------------------- one app, in process
