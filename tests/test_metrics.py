@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from swagger_server import metrics, metrics_files
+from swagger_server.pool import ConnectionPool, PoolTimeout
 from tests.conftest import app_client
 from tests.pg import TestDatabase, seeded_database
 
@@ -54,8 +58,6 @@ def _run_worker(directory: Path, requests: int, rows: int) -> int:
 
 def _scrape(directory: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of a multiprocess scrape of ``directory``, by name and labels."""
-    from prometheus_client import CollectorRegistry, generate_latest
-
     registry = CollectorRegistry()
     metrics_files.LockedCollector(registry, path=str(directory))
     text = generate_latest(registry).decode()
@@ -202,3 +204,42 @@ def test_exports_count_their_rows_and_are_in_progress_while_streaming(
         before, "pgrest_rows_served_total", format="ndjson") == 5
     assert _total(after, "pgrest_exports_in_progress") == 0  # both ended
     assert _total(after, "pgrest_catalog_reloads_total") >= 1
+
+
+# ---------------------------------------------------------------------- the pool's observer
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, float]] = []
+
+    def acquired(self, seconds: float) -> None:
+        self.events.append(("acquired", seconds))
+
+    def released(self, seconds: float) -> None:
+        self.events.append(("released", seconds))
+
+    def connected(self, seconds: float) -> None:
+        self.events.append(("connected", seconds))
+
+
+def test_the_pool_tells_its_observer_each_wait_checkout_and_connection(
+        database: TestDatabase) -> None:
+    with ConnectionPool(database.dsn, min_size=0, max_size=1, acquire_timeout=2) as pool:
+        recorder = _Recorder()
+        pool.observer = recorder
+        conn = pool.getconn()  # opens one: a connection, then an acquire
+        threading.Timer(0.3, pool.putconn, args=(conn,)).start()
+        second = pool.getconn()  # waits for the first to come back
+        with pytest.raises(PoolTimeout):
+            pool.getconn(timeout=0.2)
+        time.sleep(0.1)
+        pool.putconn(second)
+    kinds = [kind for kind, _ in recorder.events]
+    assert kinds == ["connected", "acquired", "released", "acquired", "acquired", "released"]
+    seconds = dict(enumerate(s for _, s in recorder.events))
+    assert 0 < seconds[0] < 5  # the connection's opening
+    assert seconds[2] >= 0.25  # the first was held some 0.3 s
+    assert seconds[3] >= 0.25  # ... which the second waited for
+    assert 0.15 <= seconds[4] < 2  # the timeout is a wait too
+    assert seconds[5] >= 0.25  # held through the timeout and the sleep
