@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 
 # Module-level names are gunicorn settings when they match one (``config`` does): import names.
-from swagger_server import capacity, cursors, db, embedded, lifecycle
+from swagger_server import capacity, cursors, db, embedded, lifecycle, metrics, metrics_files
 from swagger_server.app import StartupError, create_app
 from swagger_server.auth.settings import DEV_JWT_SECRET
 from swagger_server.config import (
@@ -71,6 +71,8 @@ logconfig_dict = {
 
 def on_starting(server):
     global _settings
+    # Before any worker is forked: they inherit PROMETHEUS_MULTIPROC_DIR and find it empty.
+    metrics_files.prepare()
     for warning in unknown_variables():
         server.log.warning(warning)
     embedded.start_if_needed(_settings)
@@ -105,10 +107,11 @@ def _check_connection_budget(server):
 def on_exit(server):
     # The handle lives in the embedded module: this file is executed again on SIGHUP.
     embedded.stop_owned()
+    metrics_files.remove_owned()  # like the embedded server's handle: SIGHUP re-runs this file
 
 
 def post_fork(server, worker):
-    db.init_pool(process_settings())  # the master's object, inherited
+    metrics.watch_pool(db.init_pool(process_settings()))  # the master's settings, inherited
 
 
 def post_worker_init(worker):
@@ -119,3 +122,12 @@ def post_worker_init(worker):
 
 def worker_exit(server, worker):
     db.close_pool()
+    metrics.flush()  # the pool's last counts (its closings too) before the worker is gone
+
+
+def child_exit(server, worker):
+    # In the master, the worker gone: its counters join the merged totals, its files go, so
+    # that a scrape reads as many files after 200 recycles as after none.
+    metrics_dir = metrics.multiprocess_dir()
+    if metrics_dir is not None:
+        metrics_files.merge_dead(metrics_dir, worker.pid)

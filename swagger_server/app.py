@@ -9,7 +9,7 @@ from pathlib import Path
 import connexion
 from connexion.middleware import MiddlewarePosition
 
-from swagger_server import access_log, db, errors, served_spec
+from swagger_server import access_log, db, errors, metrics, served_spec
 from swagger_server.auth import request as request_auth
 from swagger_server.auth.keyset import KeyFileError
 from swagger_server.auth.spec import SPEC_SECURITY_MAP
@@ -59,6 +59,9 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
         raise StartupError(f"cannot load {spec_dir / SPEC_FILE}: {_first_line(exc)}") from exc
     errors.register(app)
     access_log.install(app, settings)  # outermost of ours: logs every answer, theirs too
+    routes, fixed_paths = metrics.spec_routes(spec_dir / SPEC_FILE)
+    app.add_middleware(metrics.MetricsMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
+                       routes=routes, fixed_paths=fixed_paths)
     # Added first, so it wraps CORS: CORS answers preflights itself, which get an id too.
     app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(ControlCharacterGuard, position=MiddlewarePosition.BEFORE_EXCEPTION)

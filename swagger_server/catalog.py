@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from swagger_server import metrics
 from swagger_server.config import ApiSettings
 from swagger_server.pool import Connection
 
@@ -258,6 +259,7 @@ class CatalogCache:
         # Several threads may load at once after expiry; each gets a consistent catalog and the
         # last one stored wins. Cheaper than making every request wait on a lock.
         fresh = load(conn, api)
+        metrics.catalog_reloaded()
         with self._lock:
             self._entries[key] = fresh
         return fresh

@@ -35,7 +35,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from swagger_server import query
+from swagger_server import metrics, query
 from swagger_server.pool import Connection, ConnectionPool
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class RowStream:
         disconnected: Callable[[], bool] | None = None,
         on_release: Callable[[], None] | None = None,
         fetch: Callable[[], list[tuple[str]]] | None = None,
+        rows_format: str = "",
     ) -> None:
         self._pool = pool
         self._conn: Connection | None = conn
@@ -66,6 +67,7 @@ class RowStream:
         self._header = header
         self._disconnected = disconnected or (lambda: False)
         self._on_release = on_release
+        self._rows_format = rows_format  # label of the rows-served metric; "" counts nothing
         self._lock = threading.Lock()
         self.rows = 0
 
@@ -96,6 +98,8 @@ class RowStream:
                 self._release()
                 raise StopIteration
             self.rows += len(rows)
+        if self._rows_format:
+            metrics.rows_served(self._rows_format, len(rows))
         return ("\n".join([r[0] for r in rows]) + "\n").encode("utf-8")
 
     def close(self) -> None:
@@ -130,6 +134,7 @@ def open_stream(
     batch: int = BATCH_ROWS,
     idle_timeout_ms: int = 0,
     on_release: Callable[[], None] | None = None,
+    rows_format: str = "",
 ) -> RowStream:
     """DECLARE the cursor and fetch the first batch here, where errors still have a status.
 
@@ -163,7 +168,7 @@ def open_stream(
     stream = RowStream(
         pool, conn, cursor, first, header=header, batch=batch,
         disconnected=watcher.done if watcher is not None else None,
-        on_release=released, fetch=fetch,
+        on_release=released, fetch=fetch, rows_format=rows_format,
     )
     if watcher is not None:
         watcher.add_done_callback(lambda done: _on_disconnect(done, stream))
@@ -180,6 +185,7 @@ class ExportSlots:
         """A slot's release function (safe to call more than once), or None when all are taken."""
         if not self._free.acquire(blocking=False):
             return None
+        metrics.export_started()
         lock = threading.Lock()
         held = [True]
 
@@ -189,6 +195,7 @@ class ExportSlots:
                     return
                 held[0] = False
             self._free.release()
+            metrics.export_ended()
 
         return release
 

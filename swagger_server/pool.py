@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg2
 import psycopg2.extensions
@@ -63,6 +63,14 @@ class DatabaseUnavailable(PoolError):
     """A new connection could not be opened (database down, unreachable or refusing)."""
 
 
+class PoolObserver(Protocol):
+    """Told of each wait, checkout and new connection (metrics); optional, called inline."""
+
+    def acquired(self, seconds: float) -> None: ...  # getconn()'s wait, failed ones too
+    def released(self, seconds: float) -> None: ...  # how long a connection was checked out
+    def connected(self, seconds: float) -> None: ...  # time to open a connection
+
+
 @dataclass(eq=False)
 class _Slot:
     conn: Connection
@@ -70,6 +78,7 @@ class _Slot:
     expires: float
     last_used: float = field(default=0.0)
     checked: float = field(default=0.0)  # last moment it was known alive
+    taken: float = field(default=0.0)  # last checkout
 
 
 class _Waiter:
@@ -127,6 +136,7 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         self.application_name = application_name
         self._configure = configure
         self._maintenance_interval = maintenance_interval
+        self.observer: PoolObserver | None = None
 
         self.closed = True  # until open()
         self.pid = os.getpid()
@@ -224,9 +234,11 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         try:
             slot = self._checkout(deadline, timeout)
         finally:
-            waited_ms = (time.monotonic() - start) * 1000.0
+            waited = time.monotonic() - start
             with self._lock:
-                self._wait_ms_total += waited_ms
+                self._wait_ms_total += waited * 1000.0
+            if self.observer is not None:
+                self.observer.acquired(waited)
         return slot.conn
 
     def _checkout(self, deadline: float, timeout: float) -> _Slot:
@@ -251,6 +263,7 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
                 raise
         else:
             slot = grant  # type: ignore[assignment]
+        slot.taken = time.monotonic()
         with self._lock:
             self._in_use[id(slot.conn)] = slot
         return slot
@@ -267,6 +280,8 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
                     conn.close()
                     return
                 raise PoolError("trying to put unkeyed connection")
+        if self.observer is not None:
+            self.observer.released(time.monotonic() - slot.taken)
         if close:
             self._discard(slot, "closed by caller", count=False)
         elif not self._reset(conn):
@@ -392,6 +407,7 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         kwargs = dict(self._kwargs)
         kwargs["connect_timeout"] = max(_LIBPQ_MIN_CONNECT_TIMEOUT, math.ceil(timeout))
         kwargs.setdefault("application_name", self.application_name)
+        started = time.monotonic()
         try:
             conn = psycopg2.connect(*self._args, **kwargs)
         except psycopg2.Error as exc:
@@ -410,6 +426,8 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
                 conn.close()
                 raise
         now = time.monotonic()
+        if self.observer is not None:
+            self.observer.connected(now - started)
         with self._lock:
             self._counters["opened_total"] += 1
             recovered = self._db_down

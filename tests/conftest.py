@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from swagger_server import config, db
+from swagger_server import config, db, metrics_files
 from swagger_server.app import create_app
 from swagger_server.catalog import CACHE
 from swagger_server.config import DatabaseSettings, PoolSettings, Settings
@@ -23,9 +23,10 @@ from tests.pg import TestDatabase, embedded_server, provide_database
 
 def service_variables(environ: Mapping[str, str]) -> list[str]:
     """The variables that configure the service: every ``SECTION_KEY`` of config.py's sections,
-    ``DATABASE_URL``, ``APP_CONFIG`` and the embedded server's published DSN."""
+    ``DATABASE_URL``, ``APP_CONFIG``, the embedded server's published DSN and the metrics
+    directory (prometheus_client's ``PROMETHEUS_MULTIPROC_DIR``)."""
     sections = {spec.section for keys in config._KEYS.values() for spec in keys} | {"POSTGRES"}
-    named = {"DATABASE_URL", "APP_CONFIG", config.EMBEDDED_DSN_ENV}
+    named = {"DATABASE_URL", "APP_CONFIG", config.EMBEDDED_DSN_ENV, metrics_files.ENV}
     prefixes = tuple(f"{section}_" for section in sections)
     return [name for name in environ if name in named or name.startswith(prefixes)]
 

@@ -33,7 +33,7 @@ from tests.pg import TestDatabase, create_database
 
 # Variables that configure the service; none may leak in from the environment of the tests.
 _CONFIG_PREFIXES = ("POOL_", "SERVER_", "API_", "CORS_", "AUTH_", "EMBEDDED_", "POSTGRES_")
-_CONFIG_NAMES = ("DATABASE_URL", "APP_CONFIG", EMBEDDED_DSN_ENV)
+_CONFIG_NAMES = ("DATABASE_URL", "APP_CONFIG", EMBEDDED_DSN_ENV, "PROMETHEUS_MULTIPROC_DIR")
 _POOL_OPEN = re.compile(r"pool open: pid=(\d+)")
 # The worker's "ready" line: uvicorn-worker's, or gunicorn's native asgi worker's.
 _LISTENING = re.compile(

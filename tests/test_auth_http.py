@@ -404,14 +404,17 @@ def test_api_keys(auth_client) -> None:
     assert json.loads(found["claims"]) == {"role": "web_user", "api_key": "user"}
 
 
-def test_pool_needs_an_admin_role_when_auth_is_configured(auth_client, suffix: str) -> None:
+@pytest.mark.parametrize("path", ["/pool", "/metrics"])
+def test_admin_endpoints_need_an_admin_role_when_auth_is_configured(
+    auth_client, suffix: str, path: str
+) -> None:
     client = auth_client()
-    assert client.get("/pool").status_code == 403
-    assert client.get("/pool").json()["type"] == "/problems/admin-required"
-    assert client.get("/pool", headers=bearer(token())).status_code == 403
-    assert client.get("/pool", headers=bearer(token(role=f"ops_{suffix}"))).status_code == 200
-    assert client.get("/pool", headers={"X-API-Key": ADMIN_KEY}).status_code == 200
-    assert client.get("/pool", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.get(path).status_code == 403
+    assert client.get(path).json()["type"] == "/problems/admin-required"
+    assert client.get(path, headers=bearer(token())).status_code == 403
+    assert client.get(path, headers=bearer(token(role=f"ops_{suffix}"))).status_code == 200
+    assert client.get(path, headers={"X-API-Key": ADMIN_KEY}).status_code == 200
+    assert client.get(path, headers={"X-API-Key": "wrong"}).status_code == 401
     assert client.get("/health/ready", headers={"X-API-Key": "wrong"}).status_code == 200
     assert client.get("/health/live", headers={"X-API-Key": "wrong"}).status_code == 200
 

@@ -37,9 +37,11 @@ def test_the_session_points_app_config_at_an_empty_file(no_developer_config: Pat
 
 def test_service_variables_are_the_sections_keys() -> None:
     environ = {"POOL_MAX_SIZE": "1", "API_MAX_ROWS": "1", "POSTGRES_PW": "x", "DATABASE_URL": "x",
-               "APP_CONFIG": "x", "PATH": "/bin", "POOLSIDE": "x", "TEST_DATABASE_URL": "x"}
+               "APP_CONFIG": "x", "PATH": "/bin", "POOLSIDE": "x", "TEST_DATABASE_URL": "x",
+               "PROMETHEUS_MULTIPROC_DIR": "/tmp/theirs"}
     assert sorted(service_variables(environ)) == [
-        "API_MAX_ROWS", "APP_CONFIG", "DATABASE_URL", "POOL_MAX_SIZE", "POSTGRES_PW"]
+        "API_MAX_ROWS", "APP_CONFIG", "DATABASE_URL", "POOL_MAX_SIZE", "POSTGRES_PW",
+        "PROMETHEUS_MULTIPROC_DIR"]
 
 
 def test_a_config_ini_in_the_working_directory_is_not_read(

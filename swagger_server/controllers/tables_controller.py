@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 import psycopg2.errors
 from flask import Response, current_app, jsonify, request
 
-from swagger_server import cursors, errors, export, query, value_errors
+from swagger_server import cursors, errors, export, metrics, query, value_errors
 from swagger_server.auth import request as request_auth
 from swagger_server.catalog import CACHE, Catalog, Relation
 from swagger_server.config import Settings
@@ -109,6 +109,7 @@ def get_row(table: str, key: str, **_: Any) -> Response:
     if row is None:
         raise ApiProblem(404, "Not Found", f"{relation.name} has no row with key {key[:200]!r}",
                          type=errors.NOT_FOUND)
+    metrics.rows_served("json", 1)
     return Response(row[0], mimetype=JSON)
 
 
@@ -151,6 +152,7 @@ def _page(settings: Settings, table: str) -> Response:
             total = _exact_count(conn, cur, q, settings)
             if total is None:
                 headers[COUNT_TIMED_OUT] = "true"
+    metrics.rows_served("json", min(fetched, q.limit))
     body = f'{{"data":{data},"next_cursor":{json.dumps(next_cursor)}'
     if total is not None:
         body += f',"total":{int(total)}'
@@ -227,7 +229,8 @@ def _export(settings: Settings, pool: Any, conn: Connection, table: str, fmt: st
     with value_errors.database_errors(conn, query.typed_values(q), relation):
         stream = export.open_stream(
             pool, conn, statement, params, header=header, environ=request.environ,
-            idle_timeout_ms=_idle_timeout_ms(settings), on_release=release_slot)
+            idle_timeout_ms=_idle_timeout_ms(settings), on_release=release_slot,
+            rows_format="csv" if fmt == CSV else "ndjson")
     mimetype = "text/csv; charset=utf-8" if fmt == CSV else NDJSON
     return Response(stream, content_type=mimetype, direct_passthrough=True, headers={
         "Content-Disposition": f'inline; filename="{quote(filename)}"',
