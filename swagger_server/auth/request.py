@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "pgrest_auth"
 PUBLIC_PREFIXES = ("/health/",)  # never authenticated
-ADMIN_PATHS = ("/pool",)  # need a role in ADMIN_ROLES when auth is configured
+ADMIN_PATHS = ("/pool", "/metrics")  # need a role in ADMIN_ROLES when auth is configured
 
 
 class AdminRequired(Exception):
