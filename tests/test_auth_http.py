@@ -550,3 +550,72 @@ def test_every_way_of_running_sql_opens_its_transaction_as_the_role(
         with conn.cursor() as cur:
             cur.execute("SELECT current_user = session_user")
             assert cur.fetchone()[0] is True
+
+
+def test_an_export_after_a_failed_statement_still_runs_as_the_role(
+        auth_client, shop: str, authenticator: str) -> None:
+    """A value the column's domain refuses fails the export's statement; the follow-up casts
+    that name the culprit (value_errors) ran as the authenticator with no claims before the
+    fix: the domain's CHECK tells who runs it."""
+    with contextlib.closing(psycopg2.connect(shop)) as conn, conn.cursor() as cur:
+        conn.autocommit = True
+        cur.execute("""
+            CREATE FUNCTION tattle(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+            BEGIN
+                IF v = 666 THEN
+                    RAISE EXCEPTION USING ERRCODE = 'check_violation', MESSAGE = format(
+                        'run by %s with sub %s', current_user, coalesce(nullif(
+                        current_setting('request.jwt.claims', true), '')::json->>'sub', '-'));
+                END IF;
+                RETURN true;
+            END $$;
+            CREATE DOMAIN tattling AS int CHECK (tattle(VALUE));
+            CREATE TABLE tattles (id tattling);
+            INSERT INTO tattles VALUES (1);
+            GRANT SELECT ON tattles TO web_user;
+        """)
+    try:
+        from swagger_server.catalog import CACHE
+        CACHE.invalidate()  # earlier tests cached web_user's catalog without tattles
+        client = auth_client()
+        headers = bearer(token(sub="42"))
+        assert client.get("/tables/tattles/rows", headers=headers).status_code == 200
+        for accept in ("text/csv", "application/x-ndjson", "application/json"):
+            response = client.get("/tables/tattles/rows?filter=id.eq.666",
+                                  headers={**headers, "Accept": accept})
+            assert response.status_code == 400, (accept, response.text)
+            assert "run by web_user with sub 42" in response.json()["detail"], accept
+        # and the connection went back to the pool unbound
+        with db.get_pool().connection() as conn, conn.cursor() as cur:
+            assert not isinstance(conn.cursor_factory, RoleBinding)
+            cur.execute("SELECT current_user = session_user")
+            assert cur.fetchone() == (True,)
+    finally:
+        with contextlib.closing(psycopg2.connect(shop)) as conn, conn.cursor() as cur:
+            conn.autocommit = True
+            cur.execute("DROP TABLE tattles; DROP DOMAIN tattling; DROP FUNCTION tattle(int)")
+
+
+def test_a_bound_connection_refuses_what_would_run_as_the_authenticator(
+        authenticator: str) -> None:
+    """Autocommit (no transaction to set the role in) or a cleared binding: refused, not run
+    as the authenticator."""
+    from swagger_server.auth.context import RoleFacts, build_preamble
+    from swagger_server.auth.identity import Identity
+    from swagger_server.auth.request import RoleBindingSpent, detach
+
+    identity = Identity(role="web_user", claims={"sub": "5"})
+    preamble = build_preamble(RoleFacts(role="web_user", refusal=None), identity, "GET", "/x")
+    with contextlib.closing(psycopg2.connect(authenticator)) as conn:
+        conn.cursor_factory = RoleBinding((preamble.statement, preamble.params))
+        conn.autocommit = True
+        with conn.cursor() as cur, pytest.raises(RoleBindingSpent):
+            cur.execute("SELECT current_user")
+        conn.autocommit = False
+        cur = conn.cursor()
+        cur.execute("SELECT current_user")
+        assert cur.fetchone() == ("web_user",)
+        conn.rollback()
+        detach(conn)  # the cursor still holds the binding, now cleared
+        with pytest.raises(RoleBindingSpent):
+            cur.execute("SELECT current_user")
