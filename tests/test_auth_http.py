@@ -344,6 +344,38 @@ def test_a_roles_own_statement_timeout_applies(auth_client, suffix: str) -> None
     assert client.get("/tables/sleepy/rows", headers=bearer(token())).status_code == 200
 
 
+def test_count_exact_keeps_a_roles_lower_statement_timeout(
+        authenticator: str, shop: str, suffix: str, make_client) -> None:
+    """COUNT_TIMEOUT (30 s here) only lowers the timeout: slow_* has 150 ms of its own, so its
+    count of a 10 s view runs out. Before the fix the count ran to its end (a total of 2000)."""
+    with contextlib.closing(psycopg2.connect(shop)) as conn, conn.cursor() as cur:
+        conn.autocommit = True
+        cur.execute(f"""
+            CREATE VIEW slow_count AS
+                SELECT g AS id, pg_sleep(0.005) IS NULL AS slept
+                FROM generate_series(1, 2000) AS g;
+            GRANT SELECT ON slow_count TO slow_{suffix}, web_user;
+        """)
+    try:
+        from swagger_server.catalog import CACHE
+        CACHE.invalidate()  # earlier tests cached the roles' catalogs without slow_count
+        client = make_client(authenticator, auth={"jwt_secret": SECRET},
+                             api={"count_timeout": 30000})
+        response = client.get("/tables/slow_count/rows?limit=2&count=exact",
+                              headers=bearer(token(role=f"slow_{suffix}")))
+        assert response.status_code == 200, response.text
+        assert response.json()["total"] is None
+        assert response.headers["x-total-count-timed-out"] == "true"
+        # web_user has no timeout of its own: its count is exact (a cheap filter here)
+        response = client.get("/tables/slow_count/rows?limit=2&count=exact&filter=id.lt.5",
+                              headers=bearer(token()))
+        assert response.json()["total"] == 4
+    finally:
+        with contextlib.closing(psycopg2.connect(shop)) as conn, conn.cursor() as cur:
+            conn.autocommit = True
+            cur.execute("DROP VIEW slow_count")
+
+
 def test_claims_reach_sql(auth_client) -> None:
     client = auth_client()
     found = rows(client.get("/tables/whoami/rows", headers=bearer(token(sub=7))))[0]
