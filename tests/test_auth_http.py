@@ -9,6 +9,7 @@ import contextlib
 import csv
 import io
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -651,3 +652,17 @@ def test_a_bound_connection_refuses_what_would_run_as_the_authenticator(
         detach(conn)  # the cursor still holds the binding, now cleared
         with pytest.raises(RoleBindingSpent):
             cur.execute("SELECT current_user")
+
+
+def test_the_readme_tutorial_shows_what_the_service_says(auth_client) -> None:
+    """The token maker runs in the virtualenv (a system python lacks PyJWT), and the
+    `Bearer nonsense` step shows the very header the service sends."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    makers = re.findall(r"(\S*)python -m swagger_server\.keys", readme)
+    assert makers and all(m.endswith(".venv/bin/") for m in makers), makers
+    lines = readme.splitlines()
+    step = next(i for i, line in enumerate(lines) if "Bearer nonsense" in line)
+    shown = lines[step + 1].removeprefix("# www-authenticate: ")
+    response = auth_client().get("/tables", headers={"Authorization": "Bearer nonsense"})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == shown
