@@ -666,3 +666,20 @@ def test_the_readme_tutorial_shows_what_the_service_says(auth_client) -> None:
     response = auth_client().get("/tables", headers={"Authorization": "Bearer nonsense"})
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == shown
+
+
+@pytest.mark.parametrize("claims", [
+    {"n": float("nan")}, {"n": [1, {"deep": float("inf")}]}, {"x": "a\x00b"},
+    {"a\x00": 1}, {"x": "\ud800"}, {"role": "web_\udc00user"},
+], ids=["nan", "nested-infinity", "nul", "nul-in-a-name", "surrogate", "surrogate-role"])
+def test_a_signed_token_with_claims_postgresql_cannot_read_is_a_401(
+        auth_client, claims: dict[str, Any]) -> None:
+    """Python's json (and so PyJWT) reads them; PostgreSQL's json does not (the RLS policy's
+    ::json failed: a 500), nor is a lone surrogate UTF-8 (the role check raised: a 500)."""
+    client = auth_client()
+    response = client.get("/tables/orders/rows", headers=bearer(token(**claims)))
+    assert response.status_code == 401, response.text
+    expected = ("the role claim is not a role name" if "role" in claims else
+                "malformed token: a claim holds NaN, Infinity, NUL or a lone surrogate")
+    assert response.json()["detail"] == expected
+    assert client.get("/tables/orders/rows", headers=bearer(token())).status_code == 200

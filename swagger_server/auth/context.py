@@ -253,7 +253,9 @@ def build_preamble(facts: RoleFacts, identity: Identity, method: str, path: str)
         set_local(sql.Placeholder(f"{PARAM_PREFIX}n{index}"), value, f"v{index}")
     set_local(sql.Literal("role"), facts.role, "role")
     # ASCII-only JSON: a lone surrogate in a claim cannot break the UTF-8 sent to the server.
-    claims = json.dumps(dict(identity.claims), separators=(",", ":"))
+    # allow_nan=False: NaN/Infinity is no JSON for PostgreSQL (tokens.plain_json refuses them
+    # earlier; this keeps any other source of claims from sending them).
+    claims = json.dumps(dict(identity.claims), separators=(",", ":"), allow_nan=False)
     set_local(sql.Literal("request.jwt.claims"), claims, "claims")
     set_local(sql.Literal("request.method"), _text(method), "method")
     set_local(sql.Literal("request.path"), _text(path), "path")

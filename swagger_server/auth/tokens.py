@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -57,6 +59,35 @@ def _reason(exc: Exception) -> str:
         if isinstance(exc, kind):
             return reason
     return "invalid token"
+
+
+def plain_json(value: Any) -> bool:
+    """Can PostgreSQL's json take these claims? Python's json reads NaN and Infinity, "\\u0000"
+    and lone surrogates ("\\ud800"); PostgreSQL refuses all of them (the RLS policy's ``::json``
+    would fail: a 500 for the signer's odd token). Iterative: nesting is bounded only by the
+    token's size."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not _plain_text(item):
+                return False
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
+
+
+def _plain_text(text: str) -> bool:
+    return "\x00" not in text and not _SURROGATES.search(text)
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _token_digest(token: str) -> bytes:
@@ -108,7 +139,11 @@ class TokenVerifier:
             return cached
         generation = self.cache.generation
         claims = self._decode(token)
-        identity = Identity(role=self._role(claims), claims=claims, source="jwt")
+        role = self._role(claims)  # first: its own, more telling refusal
+        if not plain_json(claims):
+            raise InvalidToken(
+                "malformed token: a claim holds NaN, Infinity, NUL or a lone surrogate")
+        identity = Identity(role=role, claims=claims, source="jwt")
         self.cache.put(digest, identity, self._cache_until(claims), generation)
         return identity
 
