@@ -36,6 +36,7 @@ import psycopg2
 from psycopg2 import sql
 
 from swagger_server import metrics, query
+from swagger_server.auth.request import detach
 from swagger_server.pool import Connection, ConnectionPool
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class RowStream:
             return
         with contextlib.suppress(psycopg2.Error):
             self._cursor.close()  # client side only: the pool's rollback ends the portal
+        detach(conn)  # no preamble of this request may reach the connection's next user
         self._pool.putconn(conn)
         if self._on_release is not None:
             self._on_release()

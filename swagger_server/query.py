@@ -485,12 +485,16 @@ def count_sql(q: RowsQuery, timeout_ms: int) -> tuple[sql.Composable, dict[str, 
 
     One round trip: ``set_config(..., true)`` lowers the timeout for the rest of the
     transaction (so the count goes last), then the count, whose result is the one fetched.
+    Only lowers: the timeout in force (a role's own ``statement_timeout``, set by the auth
+    preamble; pg_settings gives it in ms, 0 = none) wins when smaller.
     """
     params = _Params()
     statement = sql.SQL(
-        "SELECT set_config('statement_timeout', {}, true); SELECT count(*) FROM {} r{}"
-    ).format(sql.Literal(str(timeout_ms)), _relation(q.relation),
-             _where(q, params, with_keyset=False))
+        "SELECT set_config('statement_timeout', (SELECT CASE WHEN s.setting::bigint = 0 "
+        "THEN {limit} ELSE least({limit}, s.setting::bigint) END FROM pg_catalog.pg_settings s "
+        "WHERE s.name = 'statement_timeout')::text, true); SELECT count(*) FROM {rel} r{where}"
+    ).format(limit=sql.Literal(int(timeout_ms)), rel=_relation(q.relation),
+             where=_where(q, params, with_keyset=False))
     return statement, params.values
 
 

@@ -328,3 +328,58 @@ def test_prepend_wants_named_parameters_and_keeps_its_own_names(cluster, conn) -
         cur.execute(combined, params)
         assert cur.fetchall() == [(1,)]
         conn.rollback()
+
+
+@pytest.mark.parametrize(
+    ("grants", "reason"),
+    [
+        ("GRANT {boss} TO {r}", "it is a member of a superuser"),
+        # through an intermediate role, and with NOINHERIT: still one SET ROLE away
+        ("CREATE ROLE {r}_mid NOLOGIN; GRANT {boss} TO {r}_mid; GRANT {r}_mid TO {r}",
+         "it is a member of a superuser"),
+        ("GRANT pg_read_all_data TO {r}",
+         "it is a member of a predefined role that bypasses grants"),
+        ("GRANT pg_monitor TO {r}", "it is a member of a predefined role that bypasses grants"),
+        ("CREATE TABLE {r}_t (x int); ALTER TABLE {r}_t OWNER TO {r}",
+         "it owns tables, or is a member of a role that does"),
+        ("CREATE ROLE {r}_mid NOLOGIN; CREATE TABLE {r}_t (x int); "
+         "ALTER TABLE {r}_t OWNER TO {r}_mid; GRANT {r}_mid TO {r}",
+         "it owns tables, or is a member of a role that does"),
+    ],
+)
+def test_a_role_inheriting_privileges_past_grants_and_policies_is_refused(
+    cluster: Cluster, conn, grants: str, reason: str
+) -> None:
+    """Attributes are not inherited, privileges are: a member of the tables' owner (a superuser
+    here, as postgres in the demo) skips RLS and read every order before the fix."""
+    role = f"heir_{uuid.uuid4().hex[:8]}"
+    cluster.admin(f"CREATE ROLE {role} NOLOGIN; GRANT {role} TO {cluster.auth}; "
+                  f"GRANT SELECT ON orders TO {role}; "
+                  + grants.format(r=role, boss=cluster.boss))
+    try:
+        with conn.cursor() as cur:
+            with pytest.raises(ForbiddenRole) as info:
+                run_as(cur, RoleCatalog(), Identity(role=role, claims={"sub": "1"}),
+                       "SELECT count(*) FROM orders")
+            assert info.value.reason == reason
+            assert session_state(cur)[0] == cluster.auth
+            conn.rollback()
+    finally:
+        roles = f"{role}, {role}_mid" if "_mid" in grants else role
+        cluster.admin(f"DROP OWNED BY {roles}; DROP ROLE {roles}")
+
+
+def test_a_member_of_a_bypassrls_role_is_allowed_and_still_under_rls(cluster, conn) -> None:
+    """BYPASSRLS is an attribute: not inherited, so a member reads only its own rows."""
+    role = f"heir_{uuid.uuid4().hex[:8]}"
+    cluster.admin(f"CREATE ROLE {role} NOLOGIN; GRANT {role} TO {cluster.auth}; "
+                  f"GRANT {cluster.bypass} TO {role}; GRANT SELECT ON orders TO {role}; "
+                  f"CREATE POLICY heir ON orders FOR SELECT TO {role} USING (customer_id = 1)")
+    try:
+        with conn.cursor() as cur:
+            rows = run_as(cur, RoleCatalog(), Identity(role=role, claims={"sub": "1"}),
+                          "SELECT count(*) FROM orders")
+            assert rows == [(10,)]
+            conn.rollback()
+    finally:
+        cluster.admin(f"DROP POLICY heir ON orders; DROP OWNED BY {role}; DROP ROLE {role}")

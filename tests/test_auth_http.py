@@ -9,6 +9,7 @@ import contextlib
 import csv
 import io
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -344,6 +345,38 @@ def test_a_roles_own_statement_timeout_applies(auth_client, suffix: str) -> None
     assert client.get("/tables/sleepy/rows", headers=bearer(token())).status_code == 200
 
 
+def test_count_exact_keeps_a_roles_lower_statement_timeout(
+        authenticator: str, shop: str, suffix: str, make_client) -> None:
+    """COUNT_TIMEOUT (30 s here) only lowers the timeout: slow_* has 150 ms of its own, so its
+    count of a 10 s view runs out. Before the fix the count ran to its end (a total of 2000)."""
+    with contextlib.closing(psycopg2.connect(shop)) as conn, conn.cursor() as cur:
+        conn.autocommit = True
+        cur.execute(f"""
+            CREATE VIEW slow_count AS
+                SELECT g AS id, pg_sleep(0.005) IS NULL AS slept
+                FROM generate_series(1, 2000) AS g;
+            GRANT SELECT ON slow_count TO slow_{suffix}, web_user;
+        """)
+    try:
+        from swagger_server.catalog import CACHE
+        CACHE.invalidate()  # earlier tests cached the roles' catalogs without slow_count
+        client = make_client(authenticator, auth={"jwt_secret": SECRET},
+                             api={"count_timeout": 30000})
+        response = client.get("/tables/slow_count/rows?limit=2&count=exact",
+                              headers=bearer(token(role=f"slow_{suffix}")))
+        assert response.status_code == 200, response.text
+        assert response.json()["total"] is None
+        assert response.headers["x-total-count-timed-out"] == "true"
+        # web_user has no timeout of its own: its count is exact (a cheap filter here)
+        response = client.get("/tables/slow_count/rows?limit=2&count=exact&filter=id.lt.5",
+                              headers=bearer(token()))
+        assert response.json()["total"] == 4
+    finally:
+        with contextlib.closing(psycopg2.connect(shop)) as conn, conn.cursor() as cur:
+            conn.autocommit = True
+            cur.execute("DROP VIEW slow_count")
+
+
 def test_claims_reach_sql(auth_client) -> None:
     client = auth_client()
     found = rows(client.get("/tables/whoami/rows", headers=bearer(token(sub=7))))[0]
@@ -553,3 +586,103 @@ def test_every_way_of_running_sql_opens_its_transaction_as_the_role(
         with conn.cursor() as cur:
             cur.execute("SELECT current_user = session_user")
             assert cur.fetchone()[0] is True
+
+
+def test_an_export_after_a_failed_statement_still_runs_as_the_role(
+        auth_client, shop: str, authenticator: str) -> None:
+    """A value the column's domain refuses fails the export's statement; the follow-up casts
+    that name the culprit (value_errors) ran as the authenticator with no claims before the
+    fix: the domain's CHECK tells who runs it."""
+    with contextlib.closing(psycopg2.connect(shop)) as conn, conn.cursor() as cur:
+        conn.autocommit = True
+        cur.execute("""
+            CREATE FUNCTION tattle(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+            BEGIN
+                IF v = 666 THEN
+                    RAISE EXCEPTION USING ERRCODE = 'check_violation', MESSAGE = format(
+                        'run by %s with sub %s', current_user, coalesce(nullif(
+                        current_setting('request.jwt.claims', true), '')::json->>'sub', '-'));
+                END IF;
+                RETURN true;
+            END $$;
+            CREATE DOMAIN tattling AS int CHECK (tattle(VALUE));
+            CREATE TABLE tattles (id tattling);
+            INSERT INTO tattles VALUES (1);
+            GRANT SELECT ON tattles TO web_user;
+        """)
+    try:
+        from swagger_server.catalog import CACHE
+        CACHE.invalidate()  # earlier tests cached web_user's catalog without tattles
+        client = auth_client()
+        headers = bearer(token(sub="42"))
+        assert client.get("/tables/tattles/rows", headers=headers).status_code == 200
+        for accept in ("text/csv", "application/x-ndjson", "application/json"):
+            response = client.get("/tables/tattles/rows?filter=id.eq.666",
+                                  headers={**headers, "Accept": accept})
+            assert response.status_code == 400, (accept, response.text)
+            assert "run by web_user with sub 42" in response.json()["detail"], accept
+        # and the connection went back to the pool unbound
+        with db.get_pool().connection() as conn, conn.cursor() as cur:
+            assert not isinstance(conn.cursor_factory, RoleBinding)
+            cur.execute("SELECT current_user = session_user")
+            assert cur.fetchone() == (True,)
+    finally:
+        with contextlib.closing(psycopg2.connect(shop)) as conn, conn.cursor() as cur:
+            conn.autocommit = True
+            cur.execute("DROP TABLE tattles; DROP DOMAIN tattling; DROP FUNCTION tattle(int)")
+
+
+def test_a_bound_connection_refuses_what_would_run_as_the_authenticator(
+        authenticator: str) -> None:
+    """Autocommit (no transaction to set the role in) or a cleared binding: refused, not run
+    as the authenticator."""
+    from swagger_server.auth.context import RoleFacts, build_preamble
+    from swagger_server.auth.identity import Identity
+    from swagger_server.auth.request import RoleBindingSpent, detach
+
+    identity = Identity(role="web_user", claims={"sub": "5"})
+    preamble = build_preamble(RoleFacts(role="web_user", refusal=None), identity, "GET", "/x")
+    with contextlib.closing(psycopg2.connect(authenticator)) as conn:
+        conn.cursor_factory = RoleBinding((preamble.statement, preamble.params))
+        conn.autocommit = True
+        with conn.cursor() as cur, pytest.raises(RoleBindingSpent):
+            cur.execute("SELECT current_user")
+        conn.autocommit = False
+        cur = conn.cursor()
+        cur.execute("SELECT current_user")
+        assert cur.fetchone() == ("web_user",)
+        conn.rollback()
+        detach(conn)  # the cursor still holds the binding, now cleared
+        with pytest.raises(RoleBindingSpent):
+            cur.execute("SELECT current_user")
+
+
+def test_the_readme_tutorial_shows_what_the_service_says(auth_client) -> None:
+    """The token maker runs in the virtualenv (a system python lacks PyJWT), and the
+    `Bearer nonsense` step shows the very header the service sends."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    makers = re.findall(r"(\S*)python -m swagger_server\.keys", readme)
+    assert makers and all(m.endswith(".venv/bin/") for m in makers), makers
+    lines = readme.splitlines()
+    step = next(i for i, line in enumerate(lines) if "Bearer nonsense" in line)
+    shown = lines[step + 1].removeprefix("# www-authenticate: ")
+    response = auth_client().get("/tables", headers={"Authorization": "Bearer nonsense"})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == shown
+
+
+@pytest.mark.parametrize("claims", [
+    {"n": float("nan")}, {"n": [1, {"deep": float("inf")}]}, {"x": "a\x00b"},
+    {"a\x00": 1}, {"x": "\ud800"}, {"role": "web_\udc00user"},
+], ids=["nan", "nested-infinity", "nul", "nul-in-a-name", "surrogate", "surrogate-role"])
+def test_a_signed_token_with_claims_postgresql_cannot_read_is_a_401(
+        auth_client, claims: dict[str, Any]) -> None:
+    """Python's json (and so PyJWT) reads them; PostgreSQL's json does not (the RLS policy's
+    ::json failed: a 500), nor is a lone surrogate UTF-8 (the role check raised: a 500)."""
+    client = auth_client()
+    response = client.get("/tables/orders/rows", headers=bearer(token(**claims)))
+    assert response.status_code == 401, response.text
+    expected = ("the role claim is not a role name" if "role" in claims else
+                "malformed token: a claim holds NaN, Infinity, NUL or a lone surrogate")
+    assert response.json()["detail"] == expected
+    assert client.get("/tables/orders/rows", headers=bearer(token())).status_code == 200

@@ -346,6 +346,39 @@ def test_rotation_a_new_kid_is_picked_up_and_a_removed_one_refused(
     assert verifier.verify(new).role == "web_user"
 
 
+def test_a_key_removed_from_the_file_stops_verifying_its_tokens_cached_or_not(
+    tmp_path: Path, rsa_key, other_rsa_key, count_signature_checks
+) -> None:
+    """Revocation without a reload call or a restart: before, the file was read again only
+    on an unknown kid, so the withdrawn key (and its cached tokens) kept working."""
+    path = write(tmp_path, {"keys": [jwk(rsa_key, kid="leaked"), jwk(other_rsa_key, kid="ok")]})
+    verifier = TokenVerifier(
+        AuthSettings(jwt_public_keys=path, jwt_algorithms=("RS256",)), key_check_seconds=0)
+    leaked = sign(rsa_key, "RS256", kid="leaked")
+    good = sign(other_rsa_key, "RS256", kid="ok")
+    for _ in range(2):
+        assert verifier.verify(leaked).role == "web_user"
+        assert verifier.verify(good).role == "web_user"
+    assert count_signature_checks() == 2  # the second round came from the cache
+    write(tmp_path, {"keys": [jwk(other_rsa_key, kid="ok")]})
+    assert refused(verifier, leaked) == "unknown key id (kid)"
+    assert verifier.verify(good).role == "web_user"
+    assert count_signature_checks() == 3  # the cache was cleared with the reload
+    # Unchanged file: a stat, no reload (the cache keeps serving).
+    assert verifier.verify(good).role == "web_user"
+    assert count_signature_checks() == 3
+
+
+def test_the_key_file_is_looked_at_only_every_few_seconds(tmp_path: Path, rsa_key) -> None:
+    path = write(tmp_path, {"keys": [jwk(rsa_key, kid="a")]})
+    verifier = TokenVerifier(
+        AuthSettings(jwt_public_keys=path, jwt_algorithms=("RS256",)), key_check_seconds=3600)
+    token = sign(rsa_key, "RS256", kid="a")
+    assert verifier.verify(token).role == "web_user"
+    write(tmp_path, {"keys": [jwk(rsa_key, kid="b")]})
+    assert verifier.verify(token).role == "web_user"  # the hour has not passed
+
+
 def test_a_broken_key_file_keeps_the_old_keys(tmp_path: Path, rsa_key, other_rsa_key) -> None:
     path = write(tmp_path, {"keys": [jwk(rsa_key, kid="a")]})
     verifier = key_verifier(path, ("RS256",))

@@ -38,6 +38,15 @@ def test_roles_and_policies_come_with_the_demo_and_do_what_the_readme_says(
     assert one(dsn, "SELECT count(*) FROM orders", "web_user", '{"sub": "abc"}') == 0
     assert one(dsn, "SELECT count(*) FROM orders", "web_user", "") == 0
     assert one(dsn, "SELECT has_table_privilege('web_anon', 'orders', 'SELECT')") is False
+    # product_sales aggregates order_items: each customer sees the totals of their own items.
+    units = "SELECT coalesce(sum(units), 0) FROM product_sales"
+    own = ("SELECT coalesce(sum(i.quantity), 0) FROM order_items i JOIN orders o "
+           "ON o.id = i.order_id WHERE o.customer_id = {}")
+    for sub in (42, 43):
+        assert one(dsn, units, "web_user", f'{{"sub": "{sub}"}}') == one(dsn, own.format(sub))
+    assert one(dsn, units, "web_user", '{"sub": "42"}') != one(dsn, units, "web_user",
+                                                              '{"sub": "43"}')
+    assert one(dsn, units, "web_user", '{"sub": "42"}') < one(dsn, units)
     assert one(dsn, "SELECT has_table_privilege('web_anon', 'products', 'SELECT')") is True
 
 

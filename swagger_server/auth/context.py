@@ -16,6 +16,12 @@ Whether a role may be used at all is decided by the catalog (:class:`RoleCatalog
 role with a TTL: the authenticator (``session_user``) must be able to ``SET ROLE`` to it (PG 16+:
 ``pg_has_role(..., 'SET')``, before: ``'MEMBER'``); it must not be the authenticator itself, a
 superuser, or a predefined ``pg_*`` role (``pg_read_all_data`` and friends bypass grants).
+Nor may it be a MEMBER (by any path, INHERIT or not) of a superuser, of a predefined role in
+:data:`PRIVILEGED_PREDEFINED`, or of a role owning a table, view or
+materialized view in the database (itself included): owners skip grants and, unless the table
+has FORCE ROW LEVEL SECURITY, its policies, and membership carries that (``GRANT postgres TO
+x`` made ``x`` read every row). Membership in a BYPASSRLS role is allowed like BYPASSRLS
+itself: the attribute is not inherited, and a role with it is allowed anyway (below).
 A role with BYPASSRLS is allowed: granting one to the authenticator is the DBA's deliberate
 choice for trusted machine clients (Supabase's ``service_role`` works that way); the fact is
 reported in :attr:`RoleFacts.bypass_rls` so the caller may log it.
@@ -37,6 +43,17 @@ from swagger_server.auth.errors import ForbiddenRole
 from swagger_server.auth.identity import Identity
 
 PARAM_PREFIX = "_auth_"  # the preamble's named parameters; the query's must not start with it
+
+# Predefined roles whose members read or write past grants (and so past what the API exposes),
+# touch the server's files and programs, signal other backends, or read other sessions' query
+# texts (which hold their claims: psycopg2 interpolates parameters client-side). pg_monitor
+# is a member of pg_read_all_settings/stats, so its members are caught too. Names missing
+# from an older server simply match nothing.
+PRIVILEGED_PREDEFINED = (
+    "pg_read_all_data", "pg_write_all_data", "pg_read_server_files", "pg_write_server_files",
+    "pg_execute_server_program", "pg_signal_backend", "pg_read_all_stats",
+    "pg_read_all_settings", "pg_maintain",
+)
 
 # One row for the role named by %(role)s (a row even when it does not exist).
 ROLE_FACTS_SQL = """
@@ -74,7 +91,25 @@ SELECT t.oid IS NOT NULL AS role_exists,
                    AND (ps.context = 'user' OR (ps.name IS NULL AND rs.name LIKE '%%.%%')))
                ORDER BY rs.name), '[]')
         FROM role_setting rs
-        LEFT JOIN pg_catalog.pg_settings ps ON ps.name = rs.name) AS settings
+        LEFT JOIN pg_catalog.pg_settings ps ON ps.name = rs.name) AS settings,
+       -- Memberships (MEMBER: any path, INHERIT or not, one SET ROLE away) that would carry
+       -- privileges past the grants and policies: see PRIVILEGED_PREDEFINED and the docstring.
+       t.oid IS NOT NULL AND EXISTS (
+           SELECT 1 FROM pg_catalog.pg_roles s
+           WHERE s.rolsuper AND s.oid <> t.oid
+             AND pg_catalog.pg_has_role(t.oid, s.oid, 'MEMBER')) AS member_of_superuser,
+       t.oid IS NOT NULL AND EXISTS (
+           SELECT 1 FROM pg_catalog.pg_roles s
+           WHERE s.rolname::text = ANY(%(privileged_predefined)s::text[])
+             AND pg_catalog.pg_has_role(t.oid, s.oid, 'MEMBER')) AS member_of_predefined,
+       t.oid IS NOT NULL AND EXISTS (
+           SELECT 1
+           FROM (SELECT DISTINCT c.relowner
+                 FROM pg_catalog.pg_class c
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                   AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema') o
+           WHERE pg_catalog.pg_has_role(t.oid, o.relowner, 'MEMBER')) AS owns_tables
 FROM (SELECT 1) AS one
 LEFT JOIN target t ON true
 """
@@ -95,6 +130,7 @@ class RoleFacts:
 
 def _refusal(role: str, row: Sequence[Any]) -> str | None:
     exists, superuser, _bypass, authenticator, may_set = row[:5]
+    member_of_superuser, member_of_predefined, owns_tables = row[6:9]
     if not exists or not may_set:
         # One message for "no such role" and "not granted": the caller learns nothing more.
         return "it is not granted to the authenticator"
@@ -104,12 +140,20 @@ def _refusal(role: str, row: Sequence[Any]) -> str | None:
         return "it is a superuser"
     if role.startswith("pg_"):
         return "it is a predefined pg_* role"
+    # Fixed texts that name no other role: the caller learns the rule, not the catalog.
+    if member_of_superuser:
+        return "it is a member of a superuser"
+    if member_of_predefined:
+        return "it is a member of a predefined role that bypasses grants"
+    if owns_tables:
+        return "it owns tables, or is a member of a role that does"
     return None
 
 
 def read_role_facts(cursor: Any, role: str) -> RoleFacts:
     """One catalog query; run it outside any role switch (it asks about ``session_user``)."""
-    cursor.execute(ROLE_FACTS_SQL, {"role": role})
+    cursor.execute(
+        ROLE_FACTS_SQL, {"role": role, "privileged_predefined": list(PRIVILEGED_PREDEFINED)})
     row = cursor.fetchone()
     settings = row[5] if isinstance(row[5], list) else json.loads(row[5])
     return RoleFacts(
@@ -209,7 +253,9 @@ def build_preamble(facts: RoleFacts, identity: Identity, method: str, path: str)
         set_local(sql.Placeholder(f"{PARAM_PREFIX}n{index}"), value, f"v{index}")
     set_local(sql.Literal("role"), facts.role, "role")
     # ASCII-only JSON: a lone surrogate in a claim cannot break the UTF-8 sent to the server.
-    claims = json.dumps(dict(identity.claims), separators=(",", ":"))
+    # allow_nan=False: NaN/Infinity is no JSON for PostgreSQL (tokens.plain_json refuses them
+    # earlier; this keeps any other source of claims from sending them).
+    claims = json.dumps(dict(identity.claims), separators=(",", ":"), allow_nan=False)
     set_local(sql.Literal("request.jwt.claims"), claims, "claims")
     set_local(sql.Literal("request.method"), _text(method), "method")
     set_local(sql.Literal("request.path"), _text(path), "path")

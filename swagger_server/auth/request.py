@@ -133,11 +133,10 @@ def current_role() -> str | None:
 
 class RoleBinding:
     """A connection's ``cursor_factory`` while a request owns it: cursors that open each
-    transaction with the preamble. ``once``: only the first transaction (an export's)."""
+    transaction with the preamble, until :func:`detach` clears it."""
 
-    def __init__(self, preamble: tuple[Any, Any], once: bool = False) -> None:
+    def __init__(self, preamble: tuple[Any, Any]) -> None:
         self._preamble: tuple[Any, Any] | None = preamble
-        self._once = once
         self._lock = threading.Lock()
 
     def __call__(self, conn: Any, name: str | None = None) -> RoleCursor:
@@ -147,14 +146,17 @@ class RoleBinding:
 
     def take(self) -> tuple[Any, Any] | None:
         with self._lock:
-            preamble = self._preamble
-            if self._once:
-                self._preamble = None
-            return preamble
+            return self._preamble
 
     def clear(self) -> None:
         with self._lock:
             self._preamble = None
+
+
+class RoleBindingSpent(RuntimeError):
+    """A statement on a connection bound to a role that cannot carry the role's preamble
+    (autocommit, or the binding already cleared): refused rather than run as the
+    authenticator with no claims."""
 
 
 class RoleCursor(PlainCursor):
@@ -190,13 +192,22 @@ class RoleCursor(PlainCursor):
         return super().callproc(procname, parameters)
 
     def _pending(self) -> tuple[Any, Any] | None:
-        """The preamble, when this statement will open the transaction."""
+        """The preamble, when this statement will open the transaction. Refuses
+        (:class:`RoleBindingSpent`) a statement that would run as the authenticator although
+        the connection is bound to a role: without a transaction to set the role in
+        (autocommit), or after the binding was cleared."""
         binding = self.binding
         conn = self.connection
-        if binding is None or conn.autocommit or (
-                conn.info.transaction_status != TRANSACTION_STATUS_IDLE):
+        if binding is None:
             return None
-        return binding.take()
+        if conn.autocommit:
+            raise RoleBindingSpent("autocommit: no transaction to set the request's role in")
+        if conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
+            return None  # inside the transaction the preamble opened
+        preamble = binding.take()
+        if preamble is None:
+            raise RoleBindingSpent("the request's role binding was already cleared")
+        return preamble
 
 
 def _text(query: Any, cursor: Any) -> bytes:
@@ -207,7 +218,7 @@ def _text(query: Any, cursor: Any) -> bytes:
     return query.as_string(cursor.connection).encode("utf-8")
 
 
-def attach(conn: Any, once: bool = False) -> None:
+def attach(conn: Any) -> None:
     """Make ``conn`` run this request's transactions as its identity's role (no-op without
     auth). Checks the role first (:class:`ForbiddenRole`: nothing runs as it); a role not in the
     cache costs one catalog query, rolled back, as the authenticator."""
@@ -220,7 +231,7 @@ def attach(conn: Any, once: bool = False) -> None:
     if facts.bypass_rls:
         log.debug("role %s has BYPASSRLS", identity.role)
     preamble = build_preamble(facts, identity, request.method, request.path)
-    conn.cursor_factory = RoleBinding((preamble.statement, preamble.params), once=once)
+    conn.cursor_factory = RoleBinding((preamble.statement, preamble.params))
 
 
 def _role_facts(roles: RoleCatalog, conn: Any, role: str) -> Any:

@@ -137,8 +137,12 @@ def is_role_name(value: str) -> bool:
     """Could be a PostgreSQL role name: 1 to 63 bytes, no control characters (NUL cannot even
     be sent), no surrounding space. Whether it exists and may be used is the catalog's
     business (context.RoleCatalog), checked per request."""
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800"): no UTF-8, no role name
+        return False
     return (
-        0 < len(value.encode()) <= MAX_ROLE_BYTES
+        0 < size <= MAX_ROLE_BYTES
         and value == value.strip()
         and not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
     )

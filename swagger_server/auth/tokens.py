@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 
 MAX_TOKEN_CHARS = 16384  # far above any real token; bounds the work a junk header can cause
 NO_EXP_CACHE_SECONDS = 300.0  # how long a token without exp (if allowed) stays cached
+# How often a verification looks (one os.stat) whether JWT_PUBLIC_KEYS changed: a key removed
+# from the file stops verifying, cached tokens included, within this time.
+KEY_FILE_CHECK_SECONDS = 2.0
 
 # PyJWT's exceptions -> our descriptions. Subclasses first (InvalidSignatureError is a
 # DecodeError). PyJWT's own messages are not passed on: fixed text only.
@@ -59,6 +64,35 @@ def _reason(exc: Exception) -> str:
     return "invalid token"
 
 
+def plain_json(value: Any) -> bool:
+    """Can PostgreSQL's json take these claims? Python's json reads NaN and Infinity, "\\u0000"
+    and lone surrogates ("\\ud800"); PostgreSQL refuses all of them (the RLS policy's ``::json``
+    would fail: a 500 for the signer's odd token). Iterative: nesting is bounded only by the
+    token's size."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not _plain_text(item):
+                return False
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
+
+
+def _plain_text(text: str) -> bool:
+    return "\x00" not in text and not _SURROGATES.search(text)
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def _token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -72,6 +106,7 @@ class TokenVerifier:
         *,
         cache_size: int = 1000,
         clock: Callable[[], float] = time.time,
+        key_check_seconds: float = KEY_FILE_CHECK_SECONDS,
     ) -> None:
         check_auth_settings(settings)  # also for settings built without parse_auth_settings
         if not settings.jwt_enabled:
@@ -83,6 +118,8 @@ class TokenVerifier:
         self._keys: KeySet | None = KeySet.load(self._path) if self._path else None
         self._failed_stamp: FileStamp | None = None
         self._reload_lock = threading.Lock()
+        self._key_check_seconds = key_check_seconds
+        self._next_key_check = time.monotonic() + key_check_seconds
         self._clock = clock
         self.cache = TokenCache(cache_size, clock)
         # Tokens that reached signature verification (cache misses); for metrics, not exact
@@ -102,13 +139,19 @@ class TokenVerifier:
             raise InvalidToken("malformed token")
         if token.count(".") != 2:
             raise InvalidToken("malformed token: expected header.payload.signature")
+        if self._path is not None:
+            self._check_key_file()  # before the cache: a revoked key's tokens are cached too
         digest = _token_digest(token)
         cached = self.cache.get(digest)
         if cached is not None:
             return cached
         generation = self.cache.generation
         claims = self._decode(token)
-        identity = Identity(role=self._role(claims), claims=claims, source="jwt")
+        role = self._role(claims)  # first: its own, more telling refusal
+        if not plain_json(claims):
+            raise InvalidToken(
+                "malformed token: a claim holds NaN, Infinity, NUL or a lone surrogate")
+        identity = Identity(role=role, claims=claims, source="jwt")
         self.cache.put(digest, identity, self._cache_until(claims), generation)
         return identity
 
@@ -127,9 +170,19 @@ class TokenVerifier:
             self.cache.clear()
         log.info("JWT public keys reloaded from %s: %d key(s)", self._path, len(keys))
 
+    def _check_key_file(self) -> None:
+        """Revocation: at most every ``key_check_seconds``, reload the keys file if it changed
+        (which clears the token cache). Unlocked: two threads may both stat, harmlessly."""
+        now = time.monotonic()
+        if now < self._next_key_check:
+            return
+        self._next_key_check = now + self._key_check_seconds
+        self._reload_if_changed()
+
     def _reload_if_changed(self) -> bool:
-        """On an unknown kid: if the file changed since we read it, read it again. A file that
-        fails to parse (caught half-written) is not retried until it changes once more."""
+        """On an unknown kid, and every few seconds (:meth:`_check_key_file`): if the file
+        changed since we read it, read it again. A file that fails to parse (caught
+        half-written) is not retried until it changes once more; a missing one is ignored."""
         assert self._path is not None and self._keys is not None
         stamp = FileStamp.of(self._path)
         if stamp is None or stamp == self._keys.stamp or stamp == self._failed_stamp:

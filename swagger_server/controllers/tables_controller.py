@@ -76,9 +76,10 @@ def get_rows(table: str, **_: Any) -> Response:
         release_slot()
         raise
     try:
-        # The export's one transaction runs as the request's role; the stream gives the
-        # connection back itself, past the request's teardown.
-        request_auth.attach(conn, once=True)
+        # Every transaction of the export runs as the request's role (also the statements
+        # value_errors runs after a failed one); the stream detaches and gives the connection
+        # back itself, past the request's teardown.
+        request_auth.attach(conn)
         return _export(settings, pool, conn, table, fmt, release_slot)
     except BaseException:
         request_auth.detach(conn)

@@ -40,3 +40,16 @@ DROP POLICY IF EXISTS own_order_items ON order_items;
 CREATE POLICY own_order_items ON order_items FOR SELECT TO web_user USING (
     order_id IN (SELECT o.id FROM orders o)
 );
+
+-- product_sales is owned by the demo's loader: a plain view would read order_items with the
+-- owner's rights, past the policies above (web_user would total every customer's sales).
+-- security_invoker (PostgreSQL 15+) reads them as the caller, under its policies. An older
+-- server keeps the view owner-rights: there, revoke it from web_user instead.
+DO $$
+BEGIN
+    IF current_setting('server_version_num')::int >= 150000 THEN
+        EXECUTE 'ALTER VIEW product_sales SET (security_invoker = true)';
+    ELSE
+        REVOKE SELECT ON product_sales FROM web_user;
+    END IF;
+END $$;
