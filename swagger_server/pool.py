@@ -173,6 +173,7 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         self._attempting = False  # a connection attempt in flight while the database is down
         self._next_attempt = 0.0
         self._backoff = 0.0
+        self._down_reason = ""
         self.checkouts: dict[int, Checkout] = {}  # id(conn) -> its current use, for the watchdog
         self._counters = dict.fromkeys(
             (
@@ -477,7 +478,7 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             conn = psycopg2.connect(*self._args, **kwargs)
         except psycopg2.Error as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            first = self._attempt_failed(str(exc))
+            first = self._attempt_failed(str(exc), reason)
             if first:
                 log.warning("pool %s: cannot connect to the database: %s", self.pid, reason)
             raise DatabaseUnavailable(f"cannot connect to the database: {reason}") from exc
@@ -500,6 +501,7 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         self._attempting = False  # a connection attempt in flight while the database is down
         self._next_attempt = 0.0
         self._backoff = 0.0
+        self._down_reason = ""
         self.checkouts: dict[int, Checkout] = {}  # id(conn) -> its current use, for the watchdog
         if recovered:
             log.warning("pool %s: database reachable again", self.pid)
@@ -515,14 +517,16 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             if self._attempting or wait > 0:
                 self._counters["errors_total"] += 1
                 raise DatabaseUnavailable(
-                    "the database is unavailable; "
+                    f"cannot connect to the database: {self._down_reason} ("
                     + ("reconnecting" if self._attempting else f"next attempt in {wait:.1f}s")
+                    + ")"
                 )
             self._attempting = True
 
-    def _attempt_failed(self, error: str) -> bool:
+    def _attempt_failed(self, error: str, reason: str) -> bool:
         """Record a failed attempt and when the next may start; True on the first failure."""
         with self._lock:
+            self._down_reason = reason
             self._counters["errors_total"] += 1
             first = not self._db_down
             self._db_down = True
