@@ -48,13 +48,21 @@ _LIFETIME_JITTER = 0.10
 _LIBPQ_MIN_CONNECT_TIMEOUT = 2  # libpq treats connect_timeout=1 as 2
 
 # Reconnect spacing while the database is down (psycopg_pool's): 1 s +-10 %, doubling, capped.
-# A connection that nothing answers (refused, no socket file) or a server still starting costs
-# the database nothing: those retry on a short flat delay, so a restarted database is back in
-# well under a second; every other failure (timeouts, resets, rejections) backs off.
+# An attempt that nothing answers (refused, no socket file, reset by a proxy with nothing
+# behind it) or that meets a server still starting costs the database nothing and us a few
+# milliseconds: those retry after a short flat delay, so a restarted database serves again within
+# half a second. The rest back off: timeouts (each costs us CONNECT_TIMEOUT) and the server's
+# own refusals (too many clients, authentication: each costs it a process).
 _BACKOFF_START = 1.0
 _BACKOFF_JITTER = 0.10
 _QUICK_RETRY = 0.4
-_NOTHING_THERE = ("connection refused", "no such file or directory", "is starting up")
+_NOTHING_THERE = (
+    "connection refused",
+    "no such file or directory",
+    "connection reset",
+    "closed the connection unexpectedly",
+    "is starting up",
+)
 
 
 class PoolError(psycopg2.pool.PoolError):

@@ -303,3 +303,92 @@ def test_pool_blackholed_database_fails_within_a_bound(make_pool, proxy: FaultPr
     proxy.forward()
     with pool.connection(timeout=2) as conn:
         assert select_one(conn) == 1
+
+
+# ---------------------------------------------------------------------- hung peers
+
+def run_in_thread(work: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Start ``work``; the list gets its result or the exception it raised."""
+    outcome: list[object] = []
+
+    def target() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_pool_statement_to_a_frozen_peer_is_ended_past_its_deadline(
+    make_pool, proxy: FaultProxy
+) -> None:
+    """The peer acknowledges (the proxy reads everything) but never answers: without the
+    watchdog libpq waits forever; with it the statement fails past the deadline, the
+    connection is discarded and its slot (max_size=1) serves again."""
+    deadline = 1.0
+    pool = make_pool(min_size=1, max_size=1, query_deadline=deadline, watch_interval=0.1)
+    conn = pool.getconn()
+    assert select_one(conn) == 1
+    proxy.freeze()
+    started = time.monotonic()
+    thread, outcome = run_in_thread(lambda: select_one(conn))
+    thread.join(timeout=deadline + 10)
+    elapsed = time.monotonic() - started
+    assert not thread.is_alive(), "the statement to a frozen peer still hangs"
+    assert isinstance(outcome[0], psycopg2.OperationalError), outcome
+    assert deadline <= elapsed < deadline + 3, f"ended after {elapsed:.2f}s"
+
+    pool.putconn(conn)
+    proxy.thaw()
+    assert pool.stats()["discarded_total"] == 1
+    with pool.connection(timeout=5) as again:
+        assert again is not conn
+        assert select_one(again) == 1
+
+
+def test_pool_deadline_is_per_statement_not_per_checkout(make_pool, proxy: FaultProxy) -> None:
+    """An export holds its connection for minutes: many statements, each answered in time, and
+    one long statement that streams its rows. None of it is cut."""
+    deadline = 1.0
+    pool = make_pool(min_size=1, max_size=1, query_deadline=deadline, watch_interval=0.1)
+    with pool.connection() as conn, conn.cursor() as cur:
+        started = time.monotonic()
+        while time.monotonic() - started < 3 * deadline:
+            cur.execute("SELECT pg_sleep(0.3)")
+        # 3 s in one statement, but a 200 kB row every 0.2 s: the answer keeps coming (over TCP
+        # the kernel's time of the last data received restarts the clock).
+        cur.execute("SELECT pg_sleep(0.2), repeat('x', 200000) FROM generate_series(1, 15)")
+        assert len(cur.fetchall()) == 15
+    assert pool.stats()["discarded_total"] == 0
+
+
+def test_frozen_database_answers_503_within_the_statement_timeout_plus_margin(
+    fresh_db: str, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    statement_timeout, margin = 1.0, 1.0
+    env = {"DATABASE_URL": dsn_via(fresh_db, proxy.port), "SERVER_WORKERS": "1",
+           "POOL_STATEMENT_TIMEOUT": str(int(statement_timeout * 1000)),
+           "POOL_QUERY_DEADLINE_MARGIN": str(margin)}
+    with GunicornServer(tmp_path, env) as server:
+        before = warm_up(server, 1)
+        proxy.freeze()
+        # Scheduling noise on two shared cores: half a second over the bound is tolerated.
+        for _ in range(2):
+            assert_unavailable(server.get("/", timeout=30), DB_UNAVAILABLE,
+                               within=statement_timeout + margin + 0.5)
+        proxy.thaw()
+        for _ in range(5):
+            assert server.get("/").status == 200
+        pid = next(iter(before))
+        settled = time.monotonic() + 10  # the maintenance thread refills to min_size meanwhile
+        while True:
+            after = server.get("/pool").json()
+            if (after["in_use"] == 0 and after["size"] >= 2) or time.monotonic() > settled:
+                break
+            time.sleep(0.1)
+        assert after["discarded_total"] - before[pid]["discarded_total"] >= 2
+        assert (after["in_use"], after["size"] >= 2) == (0, True), after
+        assert "no answer from the database" in server.stderr()
