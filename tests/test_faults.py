@@ -392,3 +392,111 @@ def test_frozen_database_answers_503_within_the_statement_timeout_plus_margin(
         assert after["discarded_total"] - before[pid]["discarded_total"] >= 2
         assert (after["in_use"], after["size"] >= 2) == (0, True), after
         assert "no answer from the database" in server.stderr()
+
+
+# ---------------------------------------------------------------------- outages: backoff
+
+def hammer(call: Callable[[], object], threads: int,
+           seconds: float) -> list[tuple[float, float, object]]:
+    """``call`` in a loop from ``threads`` threads for ``seconds``: (start, elapsed, result or
+    error), start on the ``time.monotonic()`` clock."""
+    results: list[tuple[float, float, object]] = []
+    lock = threading.Lock()
+    until = time.monotonic() + seconds
+
+    def loop() -> None:
+        while time.monotonic() < until:
+            started = time.monotonic()
+            try:
+                outcome: object = call()
+            except Exception as exc:
+                outcome = exc
+            with lock:
+                results.append((started, time.monotonic() - started, outcome))
+
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(loop) for _ in range(threads)]:
+            future.result()
+    return results
+
+
+def test_pool_while_the_database_is_down_one_attempt_at_a_time_and_the_rest_fail_at_once(
+    make_pool, proxy: FaultProxy
+) -> None:
+    """A blackholed database: each attempt waits out libpq's connect timeout (2 s). Eight
+    threads asking for a connection do not each make their own attempt."""
+    pool = make_pool(min_size=0, max_size=4, acquire_timeout=5.0, connect_timeout=2)
+    proxy.mode = "blackhole"
+    with pytest.raises(DatabaseUnavailable):
+        pool.getconn()  # the pool learns that the database is down
+    accepted = proxy.accepted_total
+
+    def take() -> None:
+        pool.putconn(pool.getconn())
+
+    results = hammer(take, threads=8, seconds=4.0)
+    attempts = proxy.accepted_total - accepted
+    assert all(isinstance(outcome, DatabaseUnavailable) for *_, outcome in results), results[:3]
+    # Next attempt 1 s after the failure (it then waits 2 s), the one after 2 s later.
+    assert 1 <= attempts <= 2, f"{attempts} connection attempts in 4 s"
+    slow = [elapsed for _, elapsed, _ in results if elapsed >= 0.5]
+    assert len(slow) <= attempts, "only the thread making the attempt waits for it"
+    assert len(results) - len(slow) >= 100, "the others fail at once"
+
+
+def test_backoff_doubles_from_one_second_up_to_the_cap_and_refusals_retry_quickly(make_pool):
+    pool = make_pool(min_size=0, max_size=1, reconnect_max_delay=5.0)
+
+    def delay_after(error: str) -> float:
+        pool._attempt_failed(error, error)
+        return pool._next_attempt - time.monotonic()
+
+    delays = [delay_after("timeout expired") for _ in range(5)]
+    for delay, expected in zip(delays, [1, 2, 4, 5, 5], strict=True):
+        assert expected * 0.89 <= delay <= expected * 1.11, delays
+    refused = delay_after('connection to server at "x" failed: Connection refused')
+    assert 0.3 <= refused <= 0.45
+    time.sleep(refused)
+    with pool.connection(timeout=2):  # the database answers: the backoff starts over
+        pass
+    assert 0.89 <= delay_after("timeout expired") <= 1.11
+
+
+def test_outage_answers_503_at_once_with_few_attempts_and_recovers_within_a_second(
+    fresh_db: str, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    workers, seconds = 2, 3.0
+    env = {"DATABASE_URL": dsn_via(fresh_db, proxy.port), "SERVER_WORKERS": str(workers),
+           "POOL_ACQUIRE_TIMEOUT": "2"}
+    with GunicornServer(tmp_path, env) as server:
+        warm_up(server, workers)
+        proxy.mode = "refuse"  # the proxy is there, the database behind it is not
+        proxy.cut()
+        for _ in range(4):  # each worker learns that the database is down
+            server.get("/", timeout=10)
+        accepted = proxy.accepted_total
+
+        results = hammer(lambda: server.get("/", timeout=10), threads=4, seconds=seconds)
+        attempts = proxy.accepted_total - accepted
+        responses = [outcome for *_, outcome in results]
+        for resp in responses:
+            assert isinstance(resp, Response), resp
+            assert_unavailable(resp, DB_UNAVAILABLE, within=1.0)
+        latencies = sorted(resp.elapsed for resp in responses)  # type: ignore[union-attr]
+        print(f"outage: {len(latencies)} requests answered 503, latency p50 "
+              f"{latencies[len(latencies) // 2] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; "
+              f"{attempts} connection attempts in {seconds:g} s from {workers} workers")
+        # One attempt at a time per worker, 0.4 s (-10 %) apart after a refusal.
+        assert attempts <= workers * (seconds / 0.36 + 2), attempts
+        assert attempts * 5 < len(responses), (attempts, len(responses))
+
+        proxy.forward()
+        back = time.monotonic()
+        timeline = [(started - back, outcome) for started, _, outcome in
+                    hammer(lambda: server.get("/", timeout=10), threads=2, seconds=2.5)]
+        statuses = [(round(t, 2), resp.status) for t, resp in timeline]  # type: ignore[union-attr]
+        first_ok = min(t for t, status in statuses if status == 200)
+        print(f"outage over: first 200 after {first_ok:.2f}s")
+        assert first_ok <= 1.0 + 0.5, statuses
+        # Every worker is back within the second (requests land on either worker).
+        assert all(status == 200 for t, status in statuses if t > 1.0 + 0.5), statuses
