@@ -47,21 +47,23 @@ _STATUS = psycopg2.extensions
 _LIFETIME_JITTER = 0.10
 _LIBPQ_MIN_CONNECT_TIMEOUT = 2  # libpq treats connect_timeout=1 as 2
 
-# Reconnect spacing while the database is down (psycopg_pool's): 1 s +-10 %, doubling, capped.
-# An attempt that nothing answers (refused, no socket file, reset by a proxy with nothing
-# behind it) or that meets a server still starting costs the database nothing and us a few
-# milliseconds: those retry after a short flat delay, so a restarted database serves again within
-# half a second. The rest back off: timeouts (each costs us CONNECT_TIMEOUT) and the server's
-# own refusals (too many clients, authentication: each costs it a process).
+# Reconnect spacing while the database is down. PostgreSQL's own refusals (too many clients,
+# authentication, no such database: each costs it a process) back off like psycopg_pool:
+# 1 s +-10 %, doubling, capped at RECONNECT_MAX_DELAY. Every other failure costs the database
+# nothing (refused, no socket file, reset, a timeout: nothing reached it) or is a server about to
+# accept (starting up, shutting down, in recovery: SQLSTATE 57P03, answered by the postmaster):
+# with one attempt in flight per worker those retry after a short flat delay, so a database
+# that is back serves again within half a second (after a timeout: once the attempt in flight,
+# bounded by CONNECT_TIMEOUT, has given up).
 _BACKOFF_START = 1.0
 _BACKOFF_JITTER = 0.10
 _QUICK_RETRY = 0.4
-_NOTHING_THERE = (
-    "connection refused",
-    "no such file or directory",
-    "connection reset",
-    "closed the connection unexpectedly",
+_NOT_YET = (
     "is starting up",
+    "is shutting down",
+    "in recovery mode",
+    "not yet accepting connections",
+    "not accepting connections",
 )
 
 
@@ -539,7 +541,8 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             first = not self._db_down
             self._db_down = True
             self._attempting = False
-            if any(words in error.lower() for words in _NOTHING_THERE):
+            refused_by_server = "FATAL" in error and not any(w in error for w in _NOT_YET)
+            if not refused_by_server:
                 delay = _QUICK_RETRY
             else:
                 self._backoff = min(self.reconnect_max_delay,
