@@ -65,6 +65,10 @@ class PoolSettings:
     check_after_idle: float = 10.0
     statement_timeout: int = 30000  # milliseconds
     connect_timeout: float = 5.0
+    # A statement with no answer for STATEMENT_TIMEOUT + this is a hung peer (pool watchdog).
+    query_deadline_margin: float = 5.0
+    leak_threshold: float = 0.0  # seconds a checkout may last before a warning; 0 = off
+    reconnect_max_delay: float = 30.0  # cap of the reconnect backoff while the database is down
 
 
 @dataclass(frozen=True)
@@ -244,6 +248,9 @@ _KEYS: dict[str, tuple[_Key, ...]] = {
         _Key("POOL", "CHECK_AFTER_IDLE", "check_after_idle", _seconds(0, _DAY)),
         _Key("POOL", "STATEMENT_TIMEOUT", "statement_timeout", _int(0, PG_INT_MAX)),
         _Key("POOL", "CONNECT_TIMEOUT", "connect_timeout", _seconds(1, _HOUR)),
+        _Key("POOL", "QUERY_DEADLINE_MARGIN", "query_deadline_margin", _seconds(0.2, _HOUR)),
+        _Key("POOL", "LEAK_THRESHOLD", "leak_threshold", _seconds(0, _WEEK)),
+        _Key("POOL", "RECONNECT_MAX_DELAY", "reconnect_max_delay", _seconds(1, _HOUR)),
     ),
     "cors": (_Key("CORS", "ORIGINS", "origins", _names),),
     "server": (

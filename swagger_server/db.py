@@ -101,6 +101,14 @@ def create_pool(settings: Settings) -> ConnectionPool:
         max_lifetime=pool.max_lifetime,
         max_idle=pool.max_idle,
         check_after_idle=pool.check_after_idle,
+        # The watchdog looks every quarter of the margin and acts after half of it: a statement
+        # with no answer ends within STATEMENT_TIMEOUT + QUERY_DEADLINE_MARGIN. No statement
+        # timeout, no deadline.
+        query_deadline=(pool.statement_timeout / 1000 + pool.query_deadline_margin / 2
+                        if pool.statement_timeout else 0.0),
+        watch_interval=pool.query_deadline_margin / 4,
+        leak_threshold=pool.leak_threshold,
+        reconnect_max_delay=pool.reconnect_max_delay,
         **params,
     )
 

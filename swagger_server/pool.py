@@ -12,6 +12,10 @@ subclasses it and replaces those parts:
   ``check_after_idle``; one dead connection makes every older idle one suspect;
 - connections retire after ``max_lifetime`` minus up to 10 % jitter;
 - it belongs to the process that opened it (:class:`PoolForkedError` elsewhere);
+- a watchdog ends a statement that gets no answer past its deadline (a hung peer) and warns
+  about connections checked out longer than ``leak_threshold`` (:mod:`swagger_server.watchdog`);
+- while the database is down, at most one connection attempt is in flight and the others fail
+  at once with :class:`DatabaseUnavailable`; attempts are spaced by a backoff;
 - :meth:`stats` reports what it is doing.
 """
 
@@ -25,6 +29,7 @@ import random
 import select
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +46,25 @@ Connection = psycopg2.extensions.connection
 _STATUS = psycopg2.extensions
 _LIFETIME_JITTER = 0.10
 _LIBPQ_MIN_CONNECT_TIMEOUT = 2  # libpq treats connect_timeout=1 as 2
+
+# Reconnect spacing while the database is down. PostgreSQL's own refusals (too many clients,
+# authentication, no such database: each costs it a process) back off like psycopg_pool:
+# 1 s +-10 %, doubling, capped at RECONNECT_MAX_DELAY. Every other failure costs the database
+# nothing (refused, no socket file, reset, a timeout: nothing reached it) or is a server about to
+# accept (starting up, shutting down, in recovery: SQLSTATE 57P03, answered by the postmaster):
+# with one attempt in flight per worker those retry after a short flat delay, so a database
+# that is back serves again within half a second (after a timeout: once the attempt in flight,
+# bounded by CONNECT_TIMEOUT, has given up).
+_BACKOFF_START = 1.0
+_BACKOFF_JITTER = 0.10
+_QUICK_RETRY = 0.4
+_NOT_YET = (
+    "is starting up",
+    "is shutting down",
+    "in recovery mode",
+    "not yet accepting connections",
+    "not accepting connections",
+)
 
 
 class PoolError(psycopg2.pool.PoolError):
@@ -81,6 +105,18 @@ class _Slot:
     taken: float = field(default=0.0)  # last checkout
 
 
+@dataclass(eq=False)
+class Checkout:
+    """One use of a connection, watched by :class:`swagger_server.watchdog.Watchdog`."""
+
+    conn: Connection
+    taken: float
+    long_lived: bool = False  # an export: no leak warning
+    stack: str | None = None  # where it was taken, when leak detection is on
+    warned: bool = False
+    active_since: float | None = None  # when the watchdog first saw a statement running
+
+
 class _Waiter:
     __slots__ = ("event", "grant")
 
@@ -115,6 +151,10 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         application_name: str = "pgrest",
         configure: Callable[[Connection], None] | None = None,
         maintenance_interval: float = 1.0,
+        query_deadline: float = 0.0,
+        watch_interval: float = 0.25,
+        leak_threshold: float = 0.0,
+        reconnect_max_delay: float = 30.0,
         open: bool = True,
         **connect_kwargs: Any,
     ) -> None:
@@ -137,6 +177,10 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         self._configure = configure
         self._maintenance_interval = maintenance_interval
         self.observer: PoolObserver | None = None
+        self.query_deadline = query_deadline  # seconds without an answer; 0 = not watched
+        self.watch_interval = watch_interval  # how often the watchdog looks
+        self.leak_threshold = leak_threshold  # seconds checked out; 0 = off
+        self.reconnect_max_delay = reconnect_max_delay
 
         self.closed = True  # until open()
         self.pid = os.getpid()
@@ -146,6 +190,11 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         self._size = 0  # open or opening connections, idle and in use
         self._suspect_before = 0.0  # idle slots not checked since then must be pinged
         self._db_down = False
+        self._attempting = False  # a connection attempt in flight while the database is down
+        self._next_attempt = 0.0
+        self._backoff = 0.0
+        self._down_reason = ""
+        self.checkouts: dict[int, Checkout] = {}  # id(conn) -> its current use, for the watchdog
         self._counters = dict.fromkeys(
             (
                 "requests_total",
@@ -160,6 +209,7 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         self._wait_ms_total = 0.0
         self._wake = threading.Event()  # wakes the maintenance thread early (close, dead conn)
         self._maintainer: threading.Thread | None = None
+        self._watchdog: Any = None
         if open:
             self.open()
 
@@ -178,6 +228,11 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             target=self._maintain, name=f"pool-maintenance-{self.pid}", daemon=True
         )
         self._maintainer.start()
+        if self.query_deadline > 0 or self.leak_threshold > 0:
+            from swagger_server.watchdog import Watchdog  # the pool module stays importable alone
+
+            self._watchdog = Watchdog(self)
+            self._watchdog.start()
         log.info(
             "pool open: pid=%s min_size=%s max_size=%s connections=%s",
             self.pid, self.min_size, self.max_size, self._size,
@@ -193,6 +248,7 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             slots = list(self._idle) + in_use
             self._idle.clear()
             self._in_use.clear()
+            self.checkouts.clear()
             self._size = 0
             while self._waiters:
                 self._grant(self._waiters.popleft(), _CLOSED)
@@ -209,6 +265,8 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             self._close(slot)
         if self._maintainer is not None and self._maintainer is not threading.current_thread():
             self._maintainer.join(timeout=5)
+        if self._watchdog is not None:
+            self._watchdog.stop()
         log.info("pool closed: pid=%s", self.pid)
 
     close = closeall
@@ -221,8 +279,14 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
 
     # ------------------------------------------------------------------ checkout / return
 
-    def getconn(self, key: Any = None, timeout: float | None = None) -> Connection:
-        """Take a live connection, waiting up to ``timeout`` (default ``acquire_timeout``)."""
+    def getconn(
+        self, key: Any = None, timeout: float | None = None, *, long_lived: bool = False
+    ) -> Connection:
+        """Take a live connection, waiting up to ``timeout`` (default ``acquire_timeout``).
+
+        ``long_lived=True`` (exports) exempts this checkout from the leak warning; the deadline
+        of each statement still applies.
+        """
         if key is not None:
             raise PoolError("keyed connections are not supported")
         self._check_process()
@@ -231,8 +295,11 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         deadline = start + timeout
         with self._lock:
             self._counters["requests_total"] += 1
+        stack = None
+        if self.leak_threshold > 0 and not long_lived:
+            stack = "".join(traceback.format_stack(limit=16)[:-1])
         try:
-            slot = self._checkout(deadline, timeout)
+            slot = self._checkout(deadline, timeout, long_lived, stack)
         finally:
             waited = time.monotonic() - start
             with self._lock:
@@ -241,10 +308,16 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
                 self.observer.acquired(waited)
         return slot.conn
 
-    def _checkout(self, deadline: float, timeout: float) -> _Slot:
+    def _checkout(
+        self, deadline: float, timeout: float, long_lived: bool = False, stack: str | None = None
+    ) -> _Slot:
         grant = self._reserve(deadline, timeout)
+        if isinstance(grant, _Slot):
+            # Watched from now on: the ping below can meet a hung peer too.
+            self._watch(grant.conn, long_lived, stack)
         if isinstance(grant, _Slot) and time.monotonic() >= grant.expires:
             # Old, not dead: replaced without making the others suspect.
+            self._unwatch(grant.conn)
             self._discard(grant, "past max_lifetime", count=False, free=False)
             grant = _NEW
         elif isinstance(grant, _Slot) and not self._alive(grant):
@@ -253,6 +326,7 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             # checkout that gets one first pings it itself.
             self._suspect_before = time.monotonic()
             self._wake.set()  # wake the maintenance thread to test the other idle ones now
+            self._unwatch(grant.conn)
             self._discard(grant, "dead on checkout", free=False)
             grant = _NEW  # its capacity opens a fresh connection
         if grant is _NEW:
@@ -261,12 +335,24 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             except BaseException:
                 self._free_capacity()
                 raise
+            self._watch(slot.conn, long_lived, stack)
         else:
             slot = grant  # type: ignore[assignment]
         slot.taken = time.monotonic()
         with self._lock:
             self._in_use[id(slot.conn)] = slot
         return slot
+
+    def _watch(self, conn: Connection, long_lived: bool = False, stack: str | None = None) -> None:
+        if self._watchdog is None:
+            return
+        checkout = Checkout(conn=conn, taken=time.monotonic(), long_lived=long_lived, stack=stack)
+        with self._lock:
+            self.checkouts[id(conn)] = checkout
+
+    def _unwatch(self, conn: Connection) -> None:
+        with self._lock:
+            self.checkouts.pop(id(conn), None)
 
     def putconn(self, conn: Connection, key: Any = None, close: bool = False) -> None:
         """Give a connection back: rolled back and kept, or discarded when unusable."""
@@ -282,9 +368,14 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
                 raise PoolError("trying to put unkeyed connection")
         if self.observer is not None:
             self.observer.released(time.monotonic() - slot.taken)
+        try:
+            # Still watched during the rollback: it can meet a hung peer too.
+            usable = not close and self._reset(conn)
+        finally:
+            self._unwatch(conn)  # before any close: the watchdog reads the connection's state
         if close:
             self._discard(slot, "closed by caller", count=False)
-        elif not self._reset(conn):
+        elif not usable:
             self._discard(slot, "broken or in an unknown state on return")
         elif time.monotonic() >= slot.expires:
             self._discard(slot, "past max_lifetime", count=False)
@@ -407,18 +498,20 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         kwargs = dict(self._kwargs)
         kwargs["connect_timeout"] = max(_LIBPQ_MIN_CONNECT_TIMEOUT, math.ceil(timeout))
         kwargs.setdefault("application_name", self.application_name)
+        self._may_attempt()
         started = time.monotonic()
         try:
             conn = psycopg2.connect(*self._args, **kwargs)
         except psycopg2.Error as exc:
-            with self._lock:
-                self._counters["errors_total"] += 1
-                first = not self._db_down
-                self._db_down = True
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = self._attempt_failed(str(exc), reason)
             if first:
                 log.warning("pool %s: cannot connect to the database: %s", self.pid, reason)
             raise DatabaseUnavailable(f"cannot connect to the database: {reason}") from exc
+        except BaseException:
+            with self._lock:
+                self._attempting = False
+            raise
         if self._configure is not None:
             try:
                 self._configure(conn)
@@ -431,11 +524,51 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         with self._lock:
             self._counters["opened_total"] += 1
             recovered = self._db_down
-            self._db_down = False
+            self._db_down = self._attempting = False
+            self._backoff = 0.0
+        self._attempting = False  # a connection attempt in flight while the database is down
+        self._next_attempt = 0.0
+        self._backoff = 0.0
+        self._down_reason = ""
+        self.checkouts: dict[int, Checkout] = {}  # id(conn) -> its current use, for the watchdog
         if recovered:
             log.warning("pool %s: database reachable again", self.pid)
         lifetime = self.max_lifetime * (1.0 - random.uniform(0.0, _LIFETIME_JITTER))
         return _Slot(conn=conn, created=now, expires=now + lifetime, last_used=now, checked=now)
+
+    def _may_attempt(self) -> None:
+        """While the database is down: one attempt at a time, spaced; others fail at once."""
+        with self._lock:
+            if not self._db_down:
+                return
+            wait = self._next_attempt - time.monotonic()
+            if self._attempting or wait > 0:
+                self._counters["errors_total"] += 1
+                raise DatabaseUnavailable(
+                    f"cannot connect to the database: {self._down_reason} ("
+                    + ("reconnecting" if self._attempting else f"next attempt in {wait:.1f}s")
+                    + ")"
+                )
+            self._attempting = True
+
+    def _attempt_failed(self, error: str, reason: str) -> bool:
+        """Record a failed attempt and when the next may start; True on the first failure."""
+        with self._lock:
+            self._down_reason = reason
+            self._counters["errors_total"] += 1
+            first = not self._db_down
+            self._db_down = True
+            self._attempting = False
+            refused_by_server = "FATAL" in error and not any(w in error for w in _NOT_YET)
+            if not refused_by_server:
+                delay = _QUICK_RETRY
+            else:
+                self._backoff = min(self.reconnect_max_delay,
+                                    self._backoff * 2 if self._backoff else _BACKOFF_START)
+                delay = self._backoff
+            delay *= 1.0 + random.uniform(-_BACKOFF_JITTER, _BACKOFF_JITTER)
+            self._next_attempt = time.monotonic() + delay
+        return first
 
     def _alive(self, slot: _Slot) -> bool:
         """Cheap checks first; a round trip only when idle long, suspect or oddly readable."""
@@ -482,7 +615,11 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
 
     def _maintain(self) -> None:
         while True:
-            self._wake.wait(self._maintenance_interval)
+            interval = self._maintenance_interval
+            with self._lock:
+                if self._db_down:  # be the one to reconnect as soon as the backoff allows
+                    interval = min(interval, max(0.01, self._next_attempt - time.monotonic()))
+            self._wake.wait(interval)
             with self._lock:
                 if self.closed:
                     return
@@ -503,7 +640,12 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
                     return
                 slot = suspects[0]
                 self._idle.remove(slot)  # out of reach of getconn while it is tested
-            if slot.conn.closed == 0 and _ping(slot.conn):
+            self._watch(slot.conn)
+            try:
+                alive = slot.conn.closed == 0 and _ping(slot.conn)
+            finally:
+                self._unwatch(slot.conn)
+            if alive:
                 slot.checked = time.monotonic()
                 self._release(slot)
             else:

@@ -276,3 +276,23 @@ class FaultProxy:
             if closing.wait(_POLL) or self._stop.is_set():
                 return False
         return not closing.is_set()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.proxy HOST UPSTREAM``: forward ``HOST:<free port>`` to UPSTREAM (a
+    socket path or ``host:port``), print the port, run until stdin closes. The network
+    namespace tests run it inside their namespace."""
+    import sys
+
+    host, upstream = (argv if argv is not None else sys.argv[1:])[:2]
+    target: Upstream = upstream
+    if not upstream.startswith("/"):
+        name, _, port = upstream.rpartition(":")
+        target = (name, int(port))
+    with FaultProxy(target, host=host) as proxy:
+        print(proxy.port, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()

@@ -170,6 +170,9 @@ def test_network_cut_answers_503_then_recovers(
 
         proxy.forward()
         wait_until_ok(server, "/", timeout=15)
+        # The other worker's attempt still in flight (blackholed) gives up within the connect
+        # timeout; its next one succeeds 0.4 s later.
+        time.sleep(acquire_timeout + 0.5)
         for path in ["/", "/health/ready"] * 5:
             assert server.get(path).status == 200
         assert server.worker_pids() == workers
@@ -301,5 +304,207 @@ def test_pool_blackholed_database_fails_within_a_bound(make_pool, proxy: FaultPr
     assert time.monotonic() - started < 3.5
     assert pool.stats()["size"] == 0, "a failed connect gives its slot back"
     proxy.forward()
+    time.sleep(0.45)  # the next attempt may start 0.4 s (+-10 %) after the failed one
     with pool.connection(timeout=2) as conn:
         assert select_one(conn) == 1
+
+
+# ---------------------------------------------------------------------- hung peers
+
+def run_in_thread(work: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Start ``work``; the list gets its result or the exception it raised."""
+    outcome: list[object] = []
+
+    def target() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_pool_statement_to_a_frozen_peer_is_ended_past_its_deadline(
+    make_pool, proxy: FaultProxy
+) -> None:
+    """The peer acknowledges (the proxy reads everything) but never answers: without the
+    watchdog libpq waits forever; with it the statement fails past the deadline, the
+    connection is discarded and its slot (max_size=1) serves again."""
+    deadline = 1.0
+    pool = make_pool(min_size=1, max_size=1, query_deadline=deadline, watch_interval=0.1)
+    conn = pool.getconn()
+    assert select_one(conn) == 1
+    proxy.freeze()
+    started = time.monotonic()
+    thread, outcome = run_in_thread(lambda: select_one(conn))
+    thread.join(timeout=deadline + 10)
+    elapsed = time.monotonic() - started
+    assert not thread.is_alive(), "the statement to a frozen peer still hangs"
+    assert isinstance(outcome[0], psycopg2.OperationalError), outcome
+    assert deadline <= elapsed < deadline + 3, f"ended after {elapsed:.2f}s"
+
+    pool.putconn(conn)
+    proxy.thaw()
+    assert pool.stats()["discarded_total"] == 1
+    with pool.connection(timeout=5) as again:
+        assert again is not conn
+        assert select_one(again) == 1
+
+
+def test_pool_deadline_is_per_statement_not_per_checkout(make_pool, proxy: FaultProxy) -> None:
+    """An export holds its connection for minutes: many statements, each answered in time, and
+    one long statement that streams its rows. None of it is cut."""
+    deadline = 1.0
+    pool = make_pool(min_size=1, max_size=1, query_deadline=deadline, watch_interval=0.1)
+    with pool.connection() as conn, conn.cursor() as cur:
+        started = time.monotonic()
+        while time.monotonic() - started < 3 * deadline:
+            cur.execute("SELECT pg_sleep(0.3)")
+        # 3 s in one statement, but a 200 kB row every 0.2 s: the answer keeps coming (over TCP
+        # the kernel's time of the last data received restarts the clock).
+        cur.execute("SELECT pg_sleep(0.2), repeat('x', 200000) FROM generate_series(1, 15)")
+        assert len(cur.fetchall()) == 15
+    assert pool.stats()["discarded_total"] == 0
+
+
+def test_frozen_database_answers_503_within_the_statement_timeout_plus_margin(
+    fresh_db: str, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    statement_timeout, margin = 1.0, 1.0
+    env = {"DATABASE_URL": dsn_via(fresh_db, proxy.port), "SERVER_WORKERS": "1",
+           "POOL_STATEMENT_TIMEOUT": str(int(statement_timeout * 1000)),
+           "POOL_QUERY_DEADLINE_MARGIN": str(margin)}
+    with GunicornServer(tmp_path, env) as server:
+        before = warm_up(server, 1)
+        proxy.freeze()
+        # Scheduling noise on two shared cores: half a second over the bound is tolerated.
+        for _ in range(2):
+            assert_unavailable(server.get("/", timeout=30), DB_UNAVAILABLE,
+                               within=statement_timeout + margin + 0.5)
+        proxy.thaw()
+        for _ in range(5):
+            assert server.get("/").status == 200
+        pid = next(iter(before))
+        settled = time.monotonic() + 10  # the maintenance thread refills to min_size meanwhile
+        while True:
+            after = server.get("/pool").json()
+            if (after["in_use"] == 0 and after["size"] >= 2) or time.monotonic() > settled:
+                break
+            time.sleep(0.1)
+        assert after["discarded_total"] - before[pid]["discarded_total"] >= 2
+        assert (after["in_use"], after["size"] >= 2) == (0, True), after
+        assert "no answer from the database" in server.stderr()
+
+
+# ---------------------------------------------------------------------- outages: backoff
+
+def hammer(call: Callable[[], object], threads: int,
+           seconds: float) -> list[tuple[float, float, object]]:
+    """``call`` in a loop from ``threads`` threads for ``seconds``: (start, elapsed, result or
+    error), start on the ``time.monotonic()`` clock."""
+    results: list[tuple[float, float, object]] = []
+    lock = threading.Lock()
+    until = time.monotonic() + seconds
+
+    def loop() -> None:
+        while time.monotonic() < until:
+            started = time.monotonic()
+            try:
+                outcome: object = call()
+            except Exception as exc:
+                outcome = exc
+            with lock:
+                results.append((started, time.monotonic() - started, outcome))
+
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(loop) for _ in range(threads)]:
+            future.result()
+    return results
+
+
+def test_pool_while_the_database_is_down_one_attempt_at_a_time_and_the_rest_fail_at_once(
+    make_pool, proxy: FaultProxy
+) -> None:
+    """A blackholed database: each attempt waits out libpq's connect timeout (2 s). Eight
+    threads asking for a connection do not each make their own attempt."""
+    pool = make_pool(min_size=0, max_size=4, acquire_timeout=5.0, connect_timeout=2)
+    proxy.mode = "blackhole"
+    with pytest.raises(DatabaseUnavailable):
+        pool.getconn()  # the pool learns that the database is down
+    accepted = proxy.accepted_total
+
+    def take() -> None:
+        pool.putconn(pool.getconn())
+
+    results = hammer(take, threads=8, seconds=4.0)
+    attempts = proxy.accepted_total - accepted
+    assert all(isinstance(outcome, DatabaseUnavailable) for *_, outcome in results), results[:3]
+    # One at a time, each waiting out 2 s, 0.4 s apart: 2 in 4 s (one more for scheduling noise).
+    assert 1 <= attempts <= 3, f"{attempts} connection attempts in 4 s"
+    # An attempt waits 2 s; the rest take milliseconds (1.5 s leaves room for a busy machine).
+    slow = [elapsed for _, elapsed, _ in results if elapsed >= 1.5]
+    assert len(slow) <= attempts, "only the thread making the attempt waits for it"
+    assert len(results) - len(slow) >= 100, "the others fail at once"
+
+
+def test_backoff_doubles_on_server_refusals_and_other_failures_retry_quickly(make_pool):
+    pool = make_pool(min_size=0, max_size=1, reconnect_max_delay=5.0)
+
+    def delay_after(error: str) -> float:
+        pool._attempt_failed(error, error)
+        return pool._next_attempt - time.monotonic()
+
+    too_many = 'connection to server at "x" failed: FATAL:  sorry, too many clients already'
+    delays = [delay_after(too_many) for _ in range(5)]
+    for delay, expected in zip(delays, [1, 2, 4, 5, 5], strict=True):
+        assert expected * 0.89 <= delay <= expected * 1.11, delays
+    for nothing_reached_it in ("Connection refused", "timeout expired",
+                               "FATAL:  the database system is starting up"):
+        quick = delay_after(f'connection to server at "x" failed: {nothing_reached_it}')
+        assert 0.35 <= quick <= 0.45, nothing_reached_it
+    time.sleep(quick)
+    with pool.connection(timeout=2):  # the database answers: the backoff starts over
+        pass
+    assert 0.89 <= delay_after(too_many) <= 1.11
+
+
+def test_outage_answers_503_at_once_with_few_attempts_and_recovers_within_a_second(
+    fresh_db: str, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    workers, seconds = 2, 3.0
+    env = {"DATABASE_URL": dsn_via(fresh_db, proxy.port), "SERVER_WORKERS": str(workers),
+           "POOL_ACQUIRE_TIMEOUT": "2"}
+    with GunicornServer(tmp_path, env) as server:
+        warm_up(server, workers)
+        proxy.mode = "refuse"  # the proxy is there, the database behind it is not
+        proxy.cut()
+        for _ in range(4):  # each worker learns that the database is down
+            server.get("/", timeout=10)
+        accepted = proxy.accepted_total
+
+        results = hammer(lambda: server.get("/", timeout=10), threads=4, seconds=seconds)
+        attempts = proxy.accepted_total - accepted
+        responses = [outcome for *_, outcome in results]
+        for resp in responses:
+            assert isinstance(resp, Response), resp
+            assert_unavailable(resp, DB_UNAVAILABLE, within=1.0)
+        latencies = sorted(resp.elapsed for resp in responses)  # type: ignore[union-attr]
+        print(f"outage: {len(latencies)} requests answered 503, latency p50 "
+              f"{latencies[len(latencies) // 2] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; "
+              f"{attempts} connection attempts in {seconds:g} s from {workers} workers")
+        # One attempt at a time per worker, 0.4 s (-10 %) apart after a refusal.
+        assert attempts <= workers * (seconds / 0.36 + 2), attempts
+        assert attempts * 5 < len(responses), (attempts, len(responses))
+
+        proxy.forward()
+        back = time.monotonic()
+        timeline = [(started - back, outcome) for started, _, outcome in
+                    hammer(lambda: server.get("/", timeout=10), threads=2, seconds=2.5)]
+        statuses = [(round(t, 2), resp.status) for t, resp in timeline]  # type: ignore[union-attr]
+        first_ok = min(t for t, status in statuses if status == 200)
+        print(f"outage over: first 200 after {first_ok:.2f}s")
+        assert first_ok <= 1.0 + 0.5, statuses
+        # Every worker is back within the second (requests land on either worker).
+        assert all(status == 200 for t, status in statuses if t > 1.0 + 0.5), statuses

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -303,6 +304,19 @@ def test_pings_connections_idle_longer_than_check_after_idle(make_pool, database
     assert pool.stats()["discarded_total"] == 1
 
 
+def getconn_when_back(pool: ConnectionPool, within: float = 2.0):
+    """While down, the pool refuses at once between attempts: the database is back for it
+    within a second (the retry delay after a refused connection, plus margin)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return pool.getconn(timeout=1)
+        except DatabaseUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def test_survives_a_database_restart(make_pool, private_server):
     pool = make_pool(private_server.dsn, min_size=2, max_size=4, check_after_idle=3600)
     conns = [pool.getconn() for _ in range(4)]
@@ -312,7 +326,7 @@ def test_survives_a_database_restart(make_pool, private_server):
     with pytest.raises(DatabaseUnavailable):
         pool.getconn(timeout=3)
     private_server.server.start()
-    conn = pool.getconn(timeout=5)
+    conn = getconn_when_back(pool)
     assert backend_pid(conn) > 0
     pool.putconn(conn)
     assert pool.stats()["errors_total"] >= 1
@@ -329,7 +343,7 @@ def test_starts_while_the_database_is_down_and_fails_fast(make_pool, private_ser
     stats = pool.stats()
     assert stats["size"] == 0 and stats["errors_total"] >= 1
     private_server.server.start()
-    pool.putconn(pool.getconn(timeout=5))
+    pool.putconn(getconn_when_back(pool))
 
 
 def test_fills_back_to_min_size_in_the_background(make_pool, database):
@@ -546,3 +560,52 @@ def test_a_failing_configure_callback_leaves_no_connection_open(make_pool, datab
         pool.getconn(timeout=2)
     assert wait_until(lambda: server_connections(database, pool.application_name) == 0)
     assert pool.stats()["size"] == 0
+
+
+# ---------------------------------------------------------------------- leak detection
+
+def take_and_keep(pool: ConnectionPool, **kwargs):
+    return pool.getconn(**kwargs)
+
+
+def leak_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelname == "WARNING" and "LEAK_THRESHOLD" in r.getMessage()]
+
+
+def test_a_checkout_held_past_the_leak_threshold_warns_once_with_its_stack(make_pool, caplog):
+    caplog.set_level(logging.WARNING, logger="swagger_server.watchdog")
+    pool = make_pool(min_size=1, max_size=2, leak_threshold=0.3, watch_interval=0.05)
+    conn = take_and_keep(pool)
+    assert wait_until(lambda: leak_warnings(caplog), timeout=5)
+    time.sleep(0.5)  # many more watchdog rounds: still one warning for this checkout
+    warnings = leak_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "take_and_keep" in warnings[0], "the stack where the connection was taken"
+    pool.putconn(conn)
+    pool.putconn(take_and_keep(pool))  # a short checkout: no warning
+    time.sleep(0.5)
+    assert len(leak_warnings(caplog)) == 1
+    conn = take_and_keep(pool)  # a new checkout held too long: its own warning
+    assert wait_until(lambda: len(leak_warnings(caplog)) == 2, timeout=5)
+    pool.putconn(conn)
+
+
+def test_a_long_lived_checkout_is_not_a_leak(make_pool, caplog):
+    caplog.set_level(logging.WARNING, logger="swagger_server.watchdog")
+    pool = make_pool(min_size=1, max_size=2, leak_threshold=0.2, watch_interval=0.05)
+    export = take_and_keep(pool, long_lived=True)
+    time.sleep(0.8)
+    assert leak_warnings(caplog) == []
+    leaked = take_and_keep(pool)  # the same watchdog does warn about an ordinary one
+    assert wait_until(lambda: leak_warnings(caplog), timeout=5)
+    pool.putconn(export)
+    pool.putconn(leaked)
+
+
+def test_leak_detection_off_by_default_captures_no_stack(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    assert pool.leak_threshold == 0
+    conn = pool.getconn()
+    assert pool.checkouts == {}, "nothing is watched, no stack captured"
+    pool.putconn(conn)

@@ -71,7 +71,7 @@ def get_rows(table: str, **_: Any) -> Response:
             headers={"Retry-After": str(EXPORT_RETRY_AFTER_SECONDS)})
     try:
         pool = get_pool()
-        conn = pool.getconn()
+        conn = pool.getconn(long_lived=True)  # an export: no leak warning
     except BaseException:
         release_slot()
         raise
