@@ -257,14 +257,21 @@ class MetricsMiddleware:
                                method if method in _METHODS else OTHER, status,
                                time.monotonic() - start)
 
+        length: int | None = None  # Content-Length, when the response declares one
+        sent = 0
+
         async def counting_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, length, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                length = _content_length(message)
+            elif message["type"] == "http.response.body" and not counted:
+                sent += len(message.get("body", b""))
                 # Before the last byte leaves: a client that has its answer and asks another
-                # worker for /metrics at once must find this request counted.
-                count()
+                # worker for /metrics at once must find this request counted. The last byte
+                # may come before the final (empty) body message: Content-Length tells.
+                if not message.get("more_body") or (length is not None and sent >= length):
+                    count()
             await send(message)
 
         try:
@@ -285,6 +292,16 @@ class MetricsMiddleware:
             return route
         path = scope.get("path", "")
         return path if path in self.fixed_paths else OTHER
+
+
+def _content_length(start: Message) -> int | None:
+    for name, value in start.get("headers", ()):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def spec_routes(spec_file: Path) -> tuple[dict[str, str], frozenset[str]]:

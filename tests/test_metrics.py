@@ -249,3 +249,36 @@ def test_the_pool_tells_its_observer_each_wait_checkout_and_connection(
     assert seconds[3] >= 0.25  # ... which the second waited for
     assert 0.15 <= seconds[4] < 2  # the timeout is a wait too
     assert seconds[5] >= 0.25  # held through the timeout and the sleep
+
+
+def test_a_request_is_counted_before_its_last_byte_not_after_the_closing_message() -> None:
+    """A body whose every byte goes in a ``more_body`` message, then an empty closing one (as
+    a2wsgi sends Flask's): the client has its answer before the closing message, and may ask
+    another worker for /metrics at once. The request must be counted by then."""
+    import asyncio
+
+    seen: list[float] = []
+
+    def requests_now() -> float:
+        return sum(c._value.get() for c in metrics.get()._requests.values()
+                   if c is not None)
+
+    async def app(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"5")]})
+        await send({"type": "http.response.body", "body": b"hello", "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def server_send(message) -> None:
+        if message["type"] == "http.response.body" and message.get("more_body"):
+            seen.append(requests_now())  # the client now holds all 5 bytes
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    middleware = metrics.MetricsMiddleware(app, routes={}, fixed_paths=frozenset({"/x"}))
+    before = requests_now()
+    asyncio.run(middleware({"type": "http", "method": "GET", "path": "/x", "headers": []},
+                           receive, server_send))
+    assert seen == [before + 1]
+    assert requests_now() == before + 1  # once, not again at the closing message
