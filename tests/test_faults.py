@@ -130,6 +130,9 @@ def test_database_stopped_answers_503_then_recovers_without_restart(
 
         private_server.server.start()
         wait_until_ok(server, "/", timeout=15)
+        # One worker is back; the other retries within its quick reconnect delay (0.4 s
+        # +-10 %, README "Hung peers, leaks, outages"): every worker is back within 1 s.
+        time.sleep(1.0)
         for path in ["/", "/health/ready"] * 5:
             resp = server.get(path)
             assert resp.status == 200, (path, resp.status, resp.body[:300])
