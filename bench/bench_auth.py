@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -71,21 +70,6 @@ def gunicorn(dsn: str, workers: int, extra: Mapping[str, str]) -> Iterator[str]:
             proc.wait()
 
 
-def wrk_with(url: str, seconds: int, connections: int, header: str | None) -> float:
-    if header is None:
-        return wrk(url, seconds, connections)
-    # wrk's -H goes before the URL; the same warm-up and parsing as bench_pool.wrk
-    base = ["wrk", "-t1", f"-c{connections}", "-H", header]
-    subprocess.run([*base, "-d2s", url], check=True, capture_output=True)
-    out = subprocess.run([*base, f"-d{seconds}s", url], check=True, capture_output=True,
-                         text=True).stdout
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    if non2xx:
-        print(f"  warning: {non2xx.group(1)} non-2xx responses", file=sys.stderr)
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    return float(match.group(1)) if match else 0.0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -114,7 +98,7 @@ def main() -> None:
             for i in order:
                 label, extra, header = cases[i]
                 with gunicorn(dsn, args.workers, extra) as base:
-                    rps = wrk_with(base + PAGE, args.seconds, args.connections, header)
+                    rps = wrk(base + PAGE, args.seconds, args.connections, header)
                 runs[i].append(rps)
                 print(f"round {round_no + 1}: {label:22s} {rps:8.0f} req/s", flush=True)
     medians = [statistics.median(r) for r in runs]

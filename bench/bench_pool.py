@@ -84,10 +84,12 @@ def gunicorn(app: str, dsn: str, worker_class: str, workers: int) -> Iterator[st
             proc.wait()
 
 
-def wrk(url: str, seconds: int, connections: int) -> float:
-    subprocess.run(["wrk", "-t1", f"-c{connections}", "-d2s", url], check=True,
+def wrk(url: str, seconds: int, connections: int, header: str | None = None) -> float:
+    """Requests per second of one wrk run (after a 2 s warm-up); ``header`` goes with each."""
+    base = ["wrk", "-t1", f"-c{connections}", *(["-H", header] if header else [])]
+    subprocess.run([*base, "-d2s", url], check=True,
                    capture_output=True)  # warm-up: connections opened, code paths hot
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url], check=True,
+    out = subprocess.run([*base, f"-d{seconds}s", url], check=True,
                          capture_output=True, text=True).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
