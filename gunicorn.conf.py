@@ -17,7 +17,16 @@ from __future__ import annotations
 import sys
 
 # Module-level names are gunicorn settings when they match one (``config`` does): import names.
-from swagger_server import capacity, cursors, db, embedded, lifecycle, metrics, metrics_files
+from swagger_server import (
+    capacity,
+    cursors,
+    db,
+    embedded,
+    lifecycle,
+    metrics,
+    metrics_files,
+    schema_reload,
+)
 from swagger_server.app import StartupError, create_app
 from swagger_server.auth.settings import DEV_JWT_SECRET
 from swagger_server.config import (
@@ -112,15 +121,18 @@ def on_exit(server):
 
 def post_fork(server, worker):
     metrics.watch_pool(db.init_pool(process_settings()))  # the master's settings, inherited
+    schema_reload.start_listener(process_settings())  # NOTIFY <RELOAD_CHANNEL>, 'reload schema'
 
 
 def post_worker_init(worker):
+    schema_reload.reload_on_usr1()  # the master forwards USR1 (reopen logs): reload the catalog too
     if _settings.server.worker_class == "uvicorn":
         # Every stop signal and max_requests end the worker through worker_exit, cleanly.
         lifecycle.prepare(worker, graceful_timeout)
 
 
 def worker_exit(server, worker):
+    schema_reload.stop_listener()
     db.close_pool()
     metrics.flush()  # the pool's last counts (its closings too) before the worker is gone
 

@@ -104,6 +104,7 @@ class ApiSettings:
     tables: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     catalog_ttl: float = 60.0
+    reload_channel: str = "pgrest"  # NOTIFY channel that reloads every worker's catalog
     default_limit: int = 100
     max_rows: int = 1000
     max_export_rows: int = 1_000_000
@@ -192,6 +193,14 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _channel(raw: str) -> str:
+    """A LISTEN channel: any identifier PostgreSQL keeps whole (quoted when used)."""
+    name = raw.strip()
+    if not name or len(name.encode()) > 63 or "\x00" in name:
+        raise ValueError("must be a name of 1 to 63 bytes")
+    return name
+
+
 def _bind(raw: str) -> str:
     raw = raw.strip()
     if raw.startswith("unix:"):
@@ -269,6 +278,7 @@ _KEYS: dict[str, tuple[_Key, ...]] = {
         _Key("API", "TABLES", "tables", _nonempty_names),
         _Key("API", "EXCLUDE", "exclude", _names),
         _Key("API", "CATALOG_TTL", "catalog_ttl", _seconds(0, _DAY)),
+        _Key("API", "RELOAD_CHANNEL", "reload_channel", _channel),
         _Key("API", "DEFAULT_LIMIT", "default_limit", _int(1, 100_000)),
         _Key("API", "MAX_ROWS", "max_rows", _int(1, 100_000)),
         _Key("API", "MAX_EXPORT_ROWS", "max_export_rows", _int(1, PG_BIGINT_MAX)),
