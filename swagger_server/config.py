@@ -194,10 +194,10 @@ def _text(raw: str) -> str:
 
 
 def _channel(raw: str) -> str:
-    """A LISTEN channel: any identifier PostgreSQL keeps whole (quoted when used)."""
+    """A LISTEN channel: any identifier PostgreSQL keeps whole (quoted when used); empty: off."""
     name = raw.strip()
-    if not name or len(name.encode()) > 63 or "\x00" in name:
-        raise ValueError("must be a name of 1 to 63 bytes")
+    if len(name.encode()) > 63 or "\x00" in name:
+        raise ValueError("must be a name of at most 63 bytes")
     return name
 
 

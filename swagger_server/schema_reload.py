@@ -114,10 +114,12 @@ class ReloadListener:
 _listener: ReloadListener | None = None
 
 
-def start_listener(settings: Settings) -> ReloadListener:
-    """This process's listener (gunicorn ``post_fork``)."""
+def start_listener(settings: Settings) -> ReloadListener | None:
+    """This process's listener (gunicorn ``post_fork``); none when RELOAD_CHANNEL is empty."""
     global _listener
     stop_listener()
+    if not settings.api.reload_channel:
+        return None
     _listener = ReloadListener(settings).start()
     return _listener
 

@@ -147,8 +147,9 @@ def test_network_cut_answers_503_then_recovers(
 ) -> None:
     # libpq waits at least 2 s for a connection that never answers (connect_timeout >= 2).
     acquire_timeout = 2.0
+    # No schema reload listener: its connections through the proxy are not the pool's.
     env = {"DATABASE_URL": dsn_via(fresh_db, proxy.port), "SERVER_WORKERS": "2",
-           "POOL_ACQUIRE_TIMEOUT": str(acquire_timeout)}
+           "POOL_ACQUIRE_TIMEOUT": str(acquire_timeout), "API_RELOAD_CHANNEL": ""}
     with GunicornServer(tmp_path, env) as server:
         warm_up(server, 2)
         workers = server.worker_pids()
@@ -477,8 +478,9 @@ def test_outage_answers_503_at_once_with_few_attempts_and_recovers_within_a_seco
     fresh_db: str, proxy: FaultProxy, tmp_path: Path
 ) -> None:
     workers, seconds = 2, 3.0
+    # No schema reload listener: its attempts through the proxy would count as the pool's.
     env = {"DATABASE_URL": dsn_via(fresh_db, proxy.port), "SERVER_WORKERS": str(workers),
-           "POOL_ACQUIRE_TIMEOUT": "2"}
+           "POOL_ACQUIRE_TIMEOUT": "2", "API_RELOAD_CHANNEL": ""}
     with GunicornServer(tmp_path, env) as server:
         warm_up(server, workers)
         proxy.mode = "refuse"  # the proxy is there, the database behind it is not
