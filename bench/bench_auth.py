@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import jwt
@@ -31,43 +27,21 @@ import jwt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_pool import database, free_port, wrk  # noqa: E402
+from bench.bench_pool import database, wrk  # noqa: E402
+from bench.bench_pool import gunicorn as serve  # noqa: E402
 from swagger_server import demo  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"  # noqa: S105 (a bench key)
 PAGE = "/tables/products/rows?limit=100"
 
 
-@contextlib.contextmanager
-def gunicorn(dsn: str, workers: int, extra: Mapping[str, str]) -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTH_")}
-    env.update(DATABASE_URL=dsn, SERVER_BIND=f"127.0.0.1:{port}", SERVER_WORKERS=str(workers),
-               SERVER_LOG_LEVEL="warning", SERVER_ACCESS_LOG="off", POOL_MIN_SIZE="10",
-               POOL_MAX_SIZE="10", APP_CONFIG="/dev/null", **extra)
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "wsgi:application"], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health/live", timeout=2):  # noqa: S310
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("gunicorn did not come up") from None
-                time.sleep(0.2)
-        yield base
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+def gunicorn(dsn: str, workers: int,
+             extra: Mapping[str, str]) -> contextlib.AbstractContextManager[str]:
+    """The service with ``extra`` auth settings; none of the shell's AUTH_ variables."""
+    return serve("wsgi:application", dsn, "uvicorn", workers, probe="/health/live",
+                 drop_prefixes=("AUTH_",),
+                 extra={"SERVER_ACCESS_LOG": "off", "POOL_MIN_SIZE": "10",
+                        "APP_CONFIG": "/dev/null", **extra})
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,11 +54,20 @@ def database() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def gunicorn(app: str, dsn: str, worker_class: str, workers: int) -> Iterator[str]:
+def gunicorn(app: str, dsn: str, worker_class: str, workers: int,
+             extra: Mapping[str, str] | None = None, probe: str = "/",
+             drop_prefixes: tuple[str, ...] = ()) -> Iterator[str]:
+    """A gunicorn master serving ``app`` on a free port until the block ends; its base URL.
+
+    ``extra`` settings win over the defaults here; variables starting with ``drop_prefixes``
+    are not inherited; ``probe`` is the path polled until the workers answer.
+    """
     port = free_port()
-    env = dict(os.environ, DATABASE_URL=dsn, SERVER_BIND=f"127.0.0.1:{port}",
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop_prefixes)} \
+        if drop_prefixes else dict(os.environ)
+    env.update(DATABASE_URL=dsn, SERVER_BIND=f"127.0.0.1:{port}",
                SERVER_WORKERS=str(workers), SERVER_WORKER_CLASS=worker_class,
-               SERVER_LOG_LEVEL="warning", POOL_MAX_SIZE="10")
+               SERVER_LOG_LEVEL="warning", POOL_MAX_SIZE="10", **(extra or {}))
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", app], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -67,7 +76,7 @@ def gunicorn(app: str, dsn: str, worker_class: str, workers: int) -> Iterator[st
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(base + "/", timeout=2):  # noqa: S310 (loopback)
+                with urllib.request.urlopen(base + probe, timeout=2):  # noqa: S310 (loopback)
                     break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
