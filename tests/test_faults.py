@@ -147,9 +147,12 @@ def test_network_cut_answers_503_then_recovers(
 ) -> None:
     # libpq waits at least 2 s for a connection that never answers (connect_timeout >= 2).
     acquire_timeout = 2.0
+    # The maintenance thread's connect has no request deadline: CONNECT_TIMEOUT bounds it.
+    connect_timeout = 2
     # No schema reload listener: its connections through the proxy are not the pool's.
     env = {"DATABASE_URL": dsn_via(fresh_db, proxy.port), "SERVER_WORKERS": "2",
-           "POOL_ACQUIRE_TIMEOUT": str(acquire_timeout), "API_RELOAD_CHANNEL": ""}
+           "POOL_ACQUIRE_TIMEOUT": str(acquire_timeout), "API_RELOAD_CHANNEL": "",
+           "POOL_CONNECT_TIMEOUT": str(connect_timeout)}
     with GunicornServer(tmp_path, env) as server:
         warm_up(server, 2)
         workers = server.worker_pids()
@@ -175,8 +178,8 @@ def test_network_cut_answers_503_then_recovers(
         proxy.forward()
         wait_until_ok(server, "/", timeout=15)
         # The other worker's attempt still in flight (blackholed) gives up within the connect
-        # timeout; its next one succeeds 0.4 s later.
-        time.sleep(acquire_timeout + 0.5)
+        # timeout (a request's, or the maintenance thread's); its next one succeeds 0.4 s later.
+        time.sleep(max(acquire_timeout, connect_timeout) + 1.0)
         for path in ["/", "/health/ready"] * 5:
             assert server.get(path).status == 200
         assert server.worker_pids() == workers
