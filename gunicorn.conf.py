@@ -8,7 +8,7 @@
   its app (``wsgi.application``) use it, never a second read of the files. It closes its pool
   in ``worker_exit``.
 - Every stop signal to the master ends the workers through ``worker_exit``
-  (``post_worker_init``, swagger_server/lifecycle.py): TERM gracefully (requests in flight
+  (``post_worker_init``, swagger_server/ops/lifecycle.py): TERM gracefully (requests in flight
   finish, within ``graceful_timeout``), INT and QUIT quickly (they get a second).
 """
 
@@ -17,16 +17,7 @@ from __future__ import annotations
 import sys
 
 # Module-level names are gunicorn settings when they match one (``config`` does): import names.
-from swagger_server import (
-    capacity,
-    cursors,
-    db,
-    embedded,
-    lifecycle,
-    metrics,
-    metrics_files,
-    schema_reload,
-)
+from swagger_server import db
 from swagger_server.app import StartupError, create_app
 from swagger_server.auth.settings import DEV_JWT_SECRET
 from swagger_server.config import (
@@ -38,6 +29,9 @@ from swagger_server.config import (
     unknown_variables,
     with_embedded_dsn,
 )
+from swagger_server.data import cursors
+from swagger_server.db import embedded
+from swagger_server.ops import capacity, lifecycle, metrics, metrics_files, schema_reload
 
 try:
     _settings = set_process_settings(load_settings())
@@ -61,7 +55,7 @@ keepalive = 5
 control_socket_disable = True
 loglevel = _settings.server.log_level
 # gunicorn's own loggers stay as they are; ours go to the same stream (stderr), once. The access
-# log (swagger_server/access_log.py) goes to stdout at INFO whatever LOG_LEVEL says: it is
+# log (swagger_server/ops/access_log.py) goes to stdout at INFO whatever LOG_LEVEL says: it is
 # switched by ACCESS_LOG alone.
 logconfig_dict = {
     "loggers": {

@@ -12,9 +12,11 @@ import logging
 import signal
 import sys
 
-from swagger_server import config, cursors, db, embedded
+from swagger_server import config, db
 from swagger_server.app import create_app
 from swagger_server.auth.settings import DEV_JWT_SECRET
+from swagger_server.data import cursors
+from swagger_server.db import embedded
 
 log = logging.getLogger("swagger_server.wsgi")
 

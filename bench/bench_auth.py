@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_pool import database, wrk  # noqa: E402
 from bench.bench_pool import gunicorn as serve  # noqa: E402
-from swagger_server import demo  # noqa: E402
+from swagger_server.db import demo  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"  # noqa: S105 (a bench key)
 PAGE = "/tables/products/rows?limit=100"

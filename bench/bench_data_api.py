@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_pool import database, gunicorn  # noqa: E402
-from swagger_server import catalog, query  # noqa: E402
 from swagger_server.config import ApiSettings  # noqa: E402
+from swagger_server.data import catalog, query  # noqa: E402
 
 PAGE = 1000
 TABLE = "bench_events"

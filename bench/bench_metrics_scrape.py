@@ -1,5 +1,5 @@
 """Scrape time of GET /metrics's collector after 0 and 200 worker recycles, with and without
-merging dead workers' files (``swagger_server.metrics_files.merge_dead``, gunicorn's
+merging dead workers' files (``swagger_server.ops.metrics_files.merge_dead``, gunicorn's
 ``child_exit``).
 
 Each "worker" is a forked process that records what a busy worker does (every route of the spec
@@ -30,8 +30,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from bench.bench_pool import database
-from swagger_server import metrics, metrics_files
 from swagger_server.app import SPEC_DIR, SPEC_FILE
+from swagger_server.ops import metrics, metrics_files
 from tests.server import GunicornServer
 
 _POOL_OPEN = re.compile(r"pool open: pid=(\d+)")

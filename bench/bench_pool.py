@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swagger_server.embedded import EmbeddedPostgres  # noqa: E402
+from swagger_server.db.embedded import EmbeddedPostgres  # noqa: E402
 
 
 def free_port() -> int:

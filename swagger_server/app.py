@@ -9,20 +9,22 @@ from pathlib import Path
 import connexion
 from connexion.middleware import MiddlewarePosition
 
-from swagger_server import access_log, db, errors, metrics, served_spec
+from swagger_server import db, errors
 from swagger_server.auth import request as request_auth
 from swagger_server.auth.keyset import KeyFileError
 from swagger_server.auth.spec import SPEC_SECURITY_MAP
 from swagger_server.config import PROJECT_ROOT, Settings, load_settings
-from swagger_server.cors import ProblemCORSMiddleware
-from swagger_server.json_provider import ExactJSONProvider, jsonifier
-from swagger_server.middleware import (
+from swagger_server.ops import access_log, metrics
+from swagger_server.web import served_spec
+from swagger_server.web.cors import ProblemCORSMiddleware
+from swagger_server.web.json_provider import ExactJSONProvider, jsonifier
+from swagger_server.web.middleware import (
     ControlCharacterGuard,
     LiveProbe,
     RequestIdMiddleware,
     StalledClientGuard,
 )
-from swagger_server.validation import ParameterValidator, RepeatedParameterParser
+from swagger_server.web.validation import ParameterValidator, RepeatedParameterParser
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from swagger_server.auth.settings import (
     parse_api_key,
     parse_path,
 )
-from swagger_server.capacity import available_cpus
+from swagger_server.ops.capacity import available_cpus
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Set by whoever starts the embedded server (gunicorn master, wsgi.py) for the processes it forks.
@@ -88,7 +88,7 @@ class ServerSettings:
     worker_class: str = "uvicorn"
     timeout: int = 30
     log_level: str = "info"
-    access_log: str = "on"  # "on" or "off": one line per request (swagger_server/access_log.py)
+    access_log: str = "on"  # "on" or "off": one line per request (swagger_server/ops/access_log.py)
     max_requests: int = 0  # requests after which a worker is recycled; 0 = never
     max_requests_jitter: int = 0  # plus up to this many, at random: workers recycle apart
 

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 
 from swagger_server.auth.errors import AuthenticationError, ForbiddenRole
 from swagger_server.auth.request import AdminRequired, PermissionDenied
-from swagger_server.pool import DatabaseUnavailable, PoolTimeout
+from swagger_server.db.pool import DatabaseUnavailable, PoolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def _invalid_param(parameter: str | None, detail: str) -> dict[str, str]:
 def connexion_problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
     """Connexion's own problems (spec validation: 400, ...), with the request id added.
 
-    Parameters come as one clean sentence from swagger_server.validation; anything else keeps
+    Parameters come as one clean sentence from swagger_server.web.validation; anything else keeps
     only its first paragraph (jsonschema appends the schema and instance after a blank line).
     """
     detail = str(exc.detail or "").split("\n\n")[0].strip()

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from swagger_server import config, db, metrics_files
+from swagger_server import config, db
 from swagger_server.app import create_app
-from swagger_server.catalog import CACHE
 from swagger_server.config import DatabaseSettings, PoolSettings, Settings
+from swagger_server.data.catalog import CACHE
+from swagger_server.ops import metrics_files
 from tests.pg import TestDatabase, embedded_server, provide_database
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 
-from swagger_server.embedded import EmbeddedPostgres
+from swagger_server.db.embedded import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
 

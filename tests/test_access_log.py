@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from swagger_server.access_log import MAX_TEXT, AccessLogMiddleware
+from swagger_server.ops.access_log import MAX_TEXT, AccessLogMiddleware
 
 LOGGER = "swagger_server.access"
 

@@ -23,9 +23,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.testclient import TestClient
 
-from swagger_server import db, demo
+from swagger_server import db
 from swagger_server.auth.keys import hash_api_key
 from swagger_server.auth.request import RoleBinding
+from swagger_server.db import demo
 from tests.pg import TestDatabase, create_database
 from tests.proxy import FaultProxy, dsn_via, upstream_from_dsn
 from tests.test_auth_tokens import hand_made, jwk, pem, write
@@ -358,7 +359,7 @@ def test_count_exact_keeps_a_roles_lower_statement_timeout(
             GRANT SELECT ON slow_count TO slow_{suffix}, web_user;
         """)
     try:
-        from swagger_server.catalog import CACHE
+        from swagger_server.data.catalog import CACHE
         CACHE.invalidate()  # earlier tests cached the roles' catalogs without slow_count
         client = make_client(authenticator, auth={"jwt_secret": SECRET},
                              api={"count_timeout": 30000})
@@ -611,7 +612,7 @@ def test_an_export_after_a_failed_statement_still_runs_as_the_role(
             GRANT SELECT ON tattles TO web_user;
         """)
     try:
-        from swagger_server.catalog import CACHE
+        from swagger_server.data.catalog import CACHE
         CACHE.invalidate()  # earlier tests cached web_user's catalog without tattles
         client = auth_client()
         headers = bearer(token(sub="42"))

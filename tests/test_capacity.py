@@ -1,4 +1,4 @@
-"""swagger_server.capacity: the CPUs this process may use (cgroup files in tmp_path), and the
+"""swagger_server.ops.capacity: the CPUs this process may use (cgroup files in tmp_path), and the
 connection budget check against the real test database (issue 6, item 22)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from swagger_server import capacity
-from swagger_server.capacity import available_cpus, budget_warning, cgroup_cpu_limit
+from swagger_server.ops import capacity
+from swagger_server.ops.capacity import available_cpus, budget_warning, cgroup_cpu_limit
 from tests.pg import TestDatabase
 from tests.server import free_port
 

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from swagger_server import db
 from swagger_server.app import create_app
-from swagger_server.catalog import CACHE
+from swagger_server.data.catalog import CACHE
 from tests.conftest import make_settings
 from tests.pg import TestDatabase, seeded_database
 

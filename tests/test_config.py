@@ -13,7 +13,6 @@ import psycopg2.extensions
 import pytest
 
 from swagger_server import config
-from swagger_server.capacity import available_cpus
 from swagger_server.config import (
     EMBEDDED_DSN_ENV,
     PROJECT_ROOT,
@@ -22,6 +21,7 @@ from swagger_server.config import (
     Settings,
     load_settings,
 )
+from swagger_server.ops.capacity import available_cpus
 
 EXAMPLE = PROJECT_ROOT / "config.ini.example"
 PASSWORD = "Sup3r-s3cret!pw"

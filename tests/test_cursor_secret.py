@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
-from swagger_server import cursors
 from swagger_server.config import PROJECT_ROOT
+from swagger_server.data import cursors
 from tests.conftest import app_client
 from tests.pg import TestDatabase, seeded_database
 
@@ -65,7 +65,7 @@ def test_without_cursor_secret_the_key_is_random_and_made_once_per_process(dsn: 
     assert len(cursors.secret_for("")) == 32
     assert cursors.secret_for("") not in dsn_derived_keys(dsn)
     # Another process (another start) makes another key.
-    code = "from swagger_server import cursors; print(cursors.secret_for('').hex())"
+    code = "from swagger_server.data import cursors; print(cursors.secret_for('').hex())"
     others = {
         subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True,
                        capture_output=True, text=True).stdout.strip()

@@ -13,8 +13,9 @@ import psycopg2
 import pytest
 from starlette.testclient import TestClient
 
-from swagger_server import db, demo
+from swagger_server import db
 from swagger_server.config import PROJECT_ROOT
+from swagger_server.db import demo
 from tests.conftest import app_client
 from tests.pg import TestDatabase, create_database
 

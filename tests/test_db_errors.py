@@ -14,7 +14,7 @@ import psycopg2.extensions
 import pytest
 from starlette.testclient import TestClient
 
-from swagger_server.catalog import CACHE
+from swagger_server.data.catalog import CACHE
 from tests.conftest import app_client
 from tests.pg import TestDatabase, seeded_database
 

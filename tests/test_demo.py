@@ -10,8 +10,9 @@ import psycopg2
 import pytest
 from starlette.testclient import TestClient
 
-from swagger_server import db, demo
+from swagger_server import db
 from swagger_server.app import create_app
+from swagger_server.db import demo
 from tests.conftest import make_settings
 from tests.pg import TestDatabase, create_database
 

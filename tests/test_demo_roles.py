@@ -7,7 +7,7 @@ import contextlib
 
 import psycopg2
 
-from swagger_server import demo
+from swagger_server.db import demo
 from tests.pg import TestDatabase, create_database
 
 

@@ -15,8 +15,8 @@ import jwt
 import psycopg2.extensions
 import pytest
 
-from swagger_server import demo
 from swagger_server.config import PROJECT_ROOT
+from swagger_server.db import demo
 from tests.pg import TestDatabase
 from tests.server import GunicornServer, http_get, run_sql, scratch_database
 

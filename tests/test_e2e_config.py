@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from swagger_server import cursors
 from swagger_server.config import PROJECT_ROOT
+from swagger_server.data import cursors
 from tests.pg import TestDatabase, seeded_database
 from tests.server import GunicornServer, free_port, wait_for
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from swagger_server.embedded import EmbeddedPostgres
+from swagger_server.db.embedded import EmbeddedPostgres
 from tests.pg import TestDatabase
 from tests.server import GunicornServer, Response, run_sql, scratch_database, wait_for
 

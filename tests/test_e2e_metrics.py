@@ -14,7 +14,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from swagger_server import metrics
+from swagger_server.ops import metrics
 from tests.pg import TestDatabase
 from tests.server import GunicornServer, scratch_database, wait_for
 

@@ -20,7 +20,7 @@ import psycopg2.extensions
 import pytest
 
 from swagger_server.config import EMBEDDED_DSN_ENV, Settings, load_settings
-from swagger_server.embedded import (
+from swagger_server.db.embedded import (
     HBA_CONF,
     PASSWORD_FILE,
     EmbeddedError,

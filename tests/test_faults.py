@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from swagger_server.pool import ConnectionPool, DatabaseUnavailable
+from swagger_server.db.pool import ConnectionPool, DatabaseUnavailable
 from tests.pg import TestDatabase
 from tests.proxy import FaultProxy, dsn_via, upstream_from_dsn
 from tests.server import (

@@ -1,7 +1,7 @@
 """jsonify renders what psycopg2 fetches exactly as the data API renders the same row.
 
 The data API's JSON is PostgreSQL's (``to_json``); a hand-written endpoint's is Flask's
-``app.json`` (swagger_server/json_provider.py). Both paths read the same rows from a real server
+``app.json`` (swagger_server/web/json_provider.py). Both paths read the same rows from a real server
 and every value must come out the same, numbers compared digit for digit.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 from swagger_server import db
 from swagger_server.app import create_app
-from swagger_server.json_provider import ExactJSONProvider
+from swagger_server.web.json_provider import ExactJSONProvider
 from tests.conftest import make_settings
 from tests.pg import TestDatabase, seeded_database
 

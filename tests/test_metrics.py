@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from swagger_server import metrics, metrics_files
-from swagger_server.pool import ConnectionPool, PoolTimeout
+from swagger_server.db.pool import ConnectionPool, PoolTimeout
+from swagger_server.ops import metrics, metrics_files
 from tests.conftest import app_client
 from tests.pg import TestDatabase, seeded_database
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from swagger_server import catalog, query
-from swagger_server.catalog import CACHE, Catalog, Column, Relation
+from swagger_server.data import catalog, query
+from swagger_server.data.catalog import CACHE, Catalog, Column, Relation
 from tests.conftest import app_client
 from tests.pg import TestDatabase, seeded_database
 
@@ -155,7 +155,7 @@ def test_a_pattern_that_matches_nothing_is_logged_once(
     dsn: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(catalog, "_warned", set())
-    caplog.set_level(logging.WARNING, logger="swagger_server.catalog")
+    caplog.set_level(logging.WARNING, logger="swagger_server.data.catalog")
     api = {"exclude": ("Spaced", "public.spaced"), "tables": ("*", "nosuch*"), "catalog_ttl": 0}
     CACHE.invalidate()
     with app_client(dsn, api=api) as client:

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
-from swagger_server import query
 from swagger_server.app import SPEC_DIR, SPEC_FILE
+from swagger_server.data import query
 from tests.conftest import app_client
 from tests.pg import TestDatabase, seeded_database
 

@@ -14,7 +14,7 @@ import psycopg2
 import psycopg2.pool
 import pytest
 
-from swagger_server.pool import (
+from swagger_server.db.pool import (
     ConnectionPool,
     DatabaseUnavailable,
     PoolClosed,
@@ -574,7 +574,7 @@ def leak_warnings(caplog) -> list[str]:
 
 
 def test_a_checkout_held_past_the_leak_threshold_warns_once_with_its_stack(make_pool, caplog):
-    caplog.set_level(logging.WARNING, logger="swagger_server.watchdog")
+    caplog.set_level(logging.WARNING, logger="swagger_server.db.watchdog")
     pool = make_pool(min_size=1, max_size=2, leak_threshold=0.3, watch_interval=0.05)
     conn = take_and_keep(pool)
     assert wait_until(lambda: leak_warnings(caplog), timeout=5)
@@ -592,7 +592,7 @@ def test_a_checkout_held_past_the_leak_threshold_warns_once_with_its_stack(make_
 
 
 def test_a_long_lived_checkout_is_not_a_leak(make_pool, caplog):
-    caplog.set_level(logging.WARNING, logger="swagger_server.watchdog")
+    caplog.set_level(logging.WARNING, logger="swagger_server.db.watchdog")
     pool = make_pool(min_size=1, max_size=2, leak_threshold=0.2, watch_interval=0.05)
     export = take_and_keep(pool, long_lived=True)
     time.sleep(0.8)

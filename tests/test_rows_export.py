@@ -16,10 +16,11 @@ import pytest
 from psycopg2 import sql
 from starlette.testclient import TestClient
 
-from swagger_server import db, export
+from swagger_server import db
 from swagger_server.app import create_app
 from swagger_server.controllers import tables_controller
-from swagger_server.export import RowStream
+from swagger_server.data import export
+from swagger_server.data.export import RowStream
 from tests.conftest import make_settings
 from tests.pg import TestDatabase, seeded_database
 

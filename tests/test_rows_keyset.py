@@ -166,8 +166,7 @@ def test_deep_pages_use_the_keyset_not_an_offset(
 ) -> None:
     """The statement the API runs for a page deep into 100,000 rows reads about as many rows
     as the first page does: an index scan that starts at the cursor's key, no OFFSET."""
-    from swagger_server import query
-
+    from swagger_server.data import query
     ran: list[tuple[Any, dict[str, Any]]] = []
     page_sql = query.page_sql
 
@@ -293,8 +292,7 @@ def test_a_cursor_signed_by_another_deployment_is_400(dsn: str, client: TestClie
 
 
 def test_a_forged_cursor_with_a_valid_signature_but_bad_values_is_400(dsn: str) -> None:
-    from swagger_server import cursors
-
+    from swagger_server.data import cursors
     settings = make_settings(dsn)
     secret = cursors.secret_for("")
     fp = cursors.fingerprint(["public", "walk", [["id", "integer", False, False]]])

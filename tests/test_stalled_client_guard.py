@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from swagger_server.middleware import StalledClientGuard
+from swagger_server.web.middleware import StalledClientGuard
 
 STALL = 0.2
 

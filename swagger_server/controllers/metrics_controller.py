@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Response
 
-from swagger_server import metrics
 from swagger_server.db import get_pool
+from swagger_server.ops import metrics
 
 
 def scrape() -> Response:

@@ -1,8 +1,8 @@
 """``/tables``: the exposed tables and views, their rows as JSON pages or streamed CSV/NDJSON.
 
-Parsing and SQL live in :mod:`swagger_server.query`, the catalog in
-:mod:`swagger_server.catalog`, cursors in :mod:`swagger_server.cursors`, streaming in
-:mod:`swagger_server.export`. Here: parameters in, one statement per page, response out.
+Parsing and SQL live in :mod:`swagger_server.data.query`, the catalog in
+:mod:`swagger_server.data.catalog`, cursors in :mod:`swagger_server.data.cursors`, streaming in
+:mod:`swagger_server.data.export`. Here: parameters in, one statement per page, response out.
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ from urllib.parse import quote, urlencode
 import psycopg2.errors
 from flask import Response, current_app, jsonify, request
 
-from swagger_server import cursors, errors, export, metrics, query, value_errors
+from swagger_server import errors
 from swagger_server.auth import request as request_auth
-from swagger_server.catalog import CACHE, Catalog, Relation
 from swagger_server.config import Settings
+from swagger_server.data import cursors, export, query, value_errors
+from swagger_server.data.catalog import CACHE, Catalog, Relation
+from swagger_server.data.query import QueryError, RowsQuery
 from swagger_server.db import get_db, get_pool
+from swagger_server.db.pool import Connection
 from swagger_server.errors import ApiProblem
-from swagger_server.pool import Connection
-from swagger_server.query import QueryError, RowsQuery
+from swagger_server.ops import metrics
 
 JSON = "application/json"
 CSV = "text/csv"

@@ -31,8 +31,8 @@ from types import ModuleType
 
 import psycopg2.extensions
 
-from swagger_server import demo
 from swagger_server.config import EMBEDDED_DSN_ENV, Settings, mask_dsn
+from swagger_server.db import demo
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
 _SCRAM_ITERATIONS = 4096  # PostgreSQL's default (scram_iterations)
 # pgrest owns the embedded server's pg_hba.conf: the password, whatever the way in.
 HBA_CONF = """\
-# Written by pgrest (swagger_server/embedded.py); rewritten on start if it differs.
+# Written by pgrest (swagger_server/db/embedded.py); rewritten on start if it differs.
 # Every connection gives the superuser's password, kept in .pgrest-password.
 local   all   all                 scram-sha-256
 host    all   all   127.0.0.1/32  scram-sha-256
@@ -299,7 +299,7 @@ def start_if_needed(settings: Settings) -> EmbeddedPostgres | None:
         return None
     server = EmbeddedPostgres(settings.embedded.data_dir)
     dsn = server.start()
-    demo.seed_embedded(dsn)  # the demo shop (swagger_server/demo.py), once; never raises
+    demo.seed_embedded(dsn)  # the demo shop (swagger_server/db/demo.py), once; never raises
     os.environ[EMBEDDED_DSN_ENV] = dsn
     log.warning(
         "no database configured: using the embedded PostgreSQL in %s (%s); "

@@ -18,10 +18,11 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 
-from swagger_server import errors, query
-from swagger_server.catalog import CACHE, Relation
+from swagger_server import errors
+from swagger_server.data import query
+from swagger_server.data.catalog import CACHE, Relation
+from swagger_server.db.pool import Connection
 from swagger_server.errors import ApiProblem
-from swagger_server.pool import Connection
 
 # Errors that a request value can cause as well as a schema change: a ``regclass``, ``regtype``
 # (...) value naming no relation or type fails its cast with the same error as a query whose

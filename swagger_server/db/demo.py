@@ -1,13 +1,13 @@
 """Demo data for the embedded database: a small shop (``sql/demo.sql``), loaded once.
 
-Only :func:`swagger_server.embedded.start_if_needed` calls it (:func:`seed_embedded`), after
+Only :func:`swagger_server.db.embedded.start_if_needed` calls it (:func:`seed_embedded`), after
 starting the embedded server: a configured database (``DATABASE_URL``, ``[POSTGRES]``) is never
 altered.
 
 The tables live in the ``public`` schema, which ``[API] SCHEMAS`` exposes by default, so a fresh
 checkout answers the README's examples with no configuration. Seeding is idempotent: when any of
 the demo's names already exists in ``public`` nothing is done (nor is anything of the user's
-ever replaced). ``python -m swagger_server.demo DSN`` loads it into another database on purpose.
+ever replaced). ``python -m swagger_server.db.demo DSN`` loads it into another database on purpose.
 """
 
 from __future__ import annotations
@@ -103,5 +103,5 @@ def _quote(cur: psycopg2.extensions.cursor, name: str) -> str:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m swagger_server.demo DSN")
+        sys.exit("usage: python -m swagger_server.db.demo DSN")
     print("loaded" if seed(sys.argv[1]) else "already present")

@@ -13,7 +13,7 @@ subclasses it and replaces those parts:
 - connections retire after ``max_lifetime`` minus up to 10 % jitter;
 - it belongs to the process that opened it (:class:`PoolForkedError` elsewhere);
 - a watchdog ends a statement that gets no answer past its deadline (a hung peer) and warns
-  about connections checked out longer than ``leak_threshold`` (:mod:`swagger_server.watchdog`);
+  about connections checked out longer than ``leak_threshold`` (:mod:`swagger_server.db.watchdog`);
 - while the database is down, at most one connection attempt is in flight and the others fail
   at once with :class:`DatabaseUnavailable`; attempts are spaced by a backoff;
 - :meth:`stats` reports what it is doing.
@@ -107,7 +107,7 @@ class _Slot:
 
 @dataclass(eq=False)
 class Checkout:
-    """One use of a connection, watched by :class:`swagger_server.watchdog.Watchdog`."""
+    """One use of a connection, watched by :class:`swagger_server.db.watchdog.Watchdog`."""
 
     conn: Connection
     taken: float
@@ -229,7 +229,9 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         )
         self._maintainer.start()
         if self.query_deadline > 0 or self.leak_threshold > 0:
-            from swagger_server.watchdog import Watchdog  # the pool module stays importable alone
+            from swagger_server.db.watchdog import (
+                Watchdog,  # the pool module stays importable alone
+            )
 
             self._watchdog = Watchdog(self)
             self._watchdog.start()

@@ -7,7 +7,7 @@ unavailable database still get a proper 4xx/5xx. It then hands the connection to
 PostgreSQL) and gives the connection back to the pool exactly once: when the export ends, fails,
 the server closes the body, the client disconnects (seen through ASGI ``http.disconnect``; a
 client that stops reading is made to look disconnected by
-:class:`swagger_server.middleware.StalledClientGuard`), or at worst when the body is collected.
+:class:`swagger_server.web.middleware.StalledClientGuard`), or at worst when the body is collected.
 
 Between two fetches the backend is idle in a transaction. As a server-side backstop, the
 export's transaction sets ``idle_in_transaction_session_timeout`` (transaction-local, in the
@@ -35,9 +35,10 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from swagger_server import metrics, query
 from swagger_server.auth.request import detach
-from swagger_server.pool import Connection, ConnectionPool
+from swagger_server.data import query
+from swagger_server.db.pool import Connection, ConnectionPool
+from swagger_server.ops import metrics
 
 log = logging.getLogger(__name__)
 

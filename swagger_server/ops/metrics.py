@@ -1,7 +1,7 @@
 """Prometheus metrics: what they are, how each worker records them, and the scrape.
 
 Under gunicorn, prometheus_client runs in multiprocess mode (the master made the directory,
-:mod:`swagger_server.metrics_files`): each worker writes its own files and ``GET /metrics``,
+:mod:`swagger_server.ops.metrics_files`): each worker writes its own files and ``GET /metrics``,
 whichever worker answers, reads them all. Elsewhere (tests, ``python wsgi.py``) it is the one
 process's registry.
 
@@ -42,8 +42,8 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from swagger_server import metrics_files
-from swagger_server.pool import ConnectionPool
+from swagger_server.db.pool import ConnectionPool
+from swagger_server.ops import metrics_files
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from swagger_server import metrics
 from swagger_server.config import ApiSettings
-from swagger_server.pool import Connection
+from swagger_server.db.pool import Connection
+from swagger_server.ops import metrics
 
 log = logging.getLogger(__name__)
 

@@ -88,7 +88,7 @@ class StalledClientGuard:
     * the client's transport is aborted when the server's ``send`` reveals it (uvicorn's is a
       method of an object with ``transport``), so the socket does not wait for a reader;
     * ``receive`` answers ``http.disconnect``, which the export's watcher turns into giving its
-      connection back (:mod:`swagger_server.export`), whatever the server;
+      connection back (:mod:`swagger_server.data.export`), whatever the server;
     * the blocked send returns, and later sends are dropped, as servers drop what is sent after
       a disconnect. Raising instead would kill a2wsgi's sender task and leave the thread
       blocked on the queue for ever.

@@ -1,7 +1,7 @@
 """Request parameters of the data API parsed against the catalog, and every SQL statement built.
 
 Parsing turns ``select``, ``filter``, ``order`` and a cursor into :class:`RowsQuery`, naming
-columns only as catalog :class:`~swagger_server.catalog.Column` objects; anything else is a
+columns only as catalog :class:`~swagger_server.data.catalog.Column` objects; anything else is a
 :class:`QueryError` (a 400). Building quotes identifiers with :class:`psycopg2.sql.Identifier`,
 writes types as the catalog spells them, and passes every value as a bound parameter cast with
 ``CAST(%(pN)s AS <type>)`` so that PostgreSQL converts (and rejects) values by the column's type.
@@ -20,7 +20,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from swagger_server.catalog import Column, Relation
+from swagger_server.data.catalog import Column, Relation
 
 OPS = ("eq", "neq", "lt", "lte", "gt", "gte", "like", "ilike", "in", "is")
 _COMPARISONS = {"eq": "=", "neq": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}

@@ -25,8 +25,8 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from swagger_server import catalog
 from swagger_server.config import Settings
+from swagger_server.data import catalog
 from swagger_server.db import SERVICE_NAME, connection_params
 
 log = logging.getLogger(__name__)

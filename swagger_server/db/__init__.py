@@ -19,7 +19,7 @@ from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
 from swagger_server.auth import request as request_auth
 from swagger_server.config import Settings
-from swagger_server.pool import Connection, ConnectionPool
+from swagger_server.db.pool import Connection, ConnectionPool
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ import psycopg2
 import psycopg2.extensions
 
 if TYPE_CHECKING:
-    from swagger_server.pool import Checkout, ConnectionPool
+    from swagger_server.db.pool import Checkout, ConnectionPool
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The data API: catalog, query building, cursors, exports, value errors."""

@@ -1,0 +1,1 @@
+"""Operations: metrics, access log, schema reload, worker lifecycle."""

@@ -1,0 +1,1 @@
+"""HTTP plumbing: ASGI middleware, CORS, parameter parsing, the served spec, JSON."""
