@@ -21,7 +21,7 @@ from flask import Response, current_app, jsonify, request
 from swagger_server import errors
 from swagger_server.auth import request as request_auth
 from swagger_server.config import Settings
-from swagger_server.data import cursors, export, query, value_errors
+from swagger_server.data import cursors, export, filters, query, value_errors
 from swagger_server.data.catalog import CACHE, Catalog, Relation
 from swagger_server.data.query import QueryError, RowsQuery
 from swagger_server.db import get_db, get_pool
@@ -33,7 +33,10 @@ JSON = "application/json"
 CSV = "text/csv"
 NDJSON = "application/x-ndjson"
 _FORMATS = [JSON, CSV, NDJSON]
-_QUERY_PARAMS = ("select", "filter", "order", "limit", "offset", "cursor", "count")
+# Boolean groups of filters: or=(a.eq.1,b.eq.2), and=(...), and their negations; repeatable.
+_GROUP_PARAMS = ("or", "and", "not.or", "not.and")
+_QUERY_PARAMS = ("select", "filter", "order", "limit", "offset", "cursor", "count",
+                 *_GROUP_PARAMS)
 _SINGLE_PARAMS = ("select", "order", "limit", "offset", "cursor", "count")  # filter repeats
 # An export lasts a while: a client turned away should not come back at once.
 EXPORT_RETRY_AFTER_SECONDS = 5
@@ -315,7 +318,7 @@ def _rows_query(settings: Settings, relation: Relation, limit: int) -> RowsQuery
         raw_filters = args.getlist("filter")
         if len(raw_filters) > query.MAX_FILTERS:
             raise QueryError("filter", f"filter: at most {query.MAX_FILTERS} filters")
-        filters = tuple(query.parse_filter(relation, f) for f in raw_filters)
+        filters = tuple(query.parse_filter(relation, f) for f in raw_filters) + _groups(relation)
         order, unique = query.parse_order(relation, args.get("order"))
     offset = _offset(settings.api.max_offset, relation, unique)
     q = RowsQuery(relation=relation, columns=columns, filters=filters, order=order,
@@ -336,6 +339,25 @@ def _rows_query(settings: Settings, relation: Relation, limit: int) -> RowsQuery
             raise ApiProblem(400, "Bad Request", f"cursor: {exc}",
                              type=errors.INVALID_CURSOR, parameter="cursor") from None
     return q
+
+
+def _groups(relation: Relation) -> tuple[query.Group, ...]:
+    """The or/and group parameters, in request order; every one must hold (with the filters).
+
+    Their conditions count together against ``MAX_GROUP_CONDITIONS``.
+    """
+    groups: list[query.Group] = []
+    total = 0
+    for name, text in request.args.items(multi=True):
+        if name not in _GROUP_PARAMS:
+            continue
+        group = query.parse_group(relation, name, text)
+        total += group.conditions
+        if total > filters.MAX_GROUP_CONDITIONS:
+            raise QueryError(name, f"{name}: at most {filters.MAX_GROUP_CONDITIONS} conditions "
+                                   "in or/and groups")
+        groups.append(group)
+    return tuple(groups)
 
 
 def _offset(maximum: int, relation: Relation, unique: bool) -> int:

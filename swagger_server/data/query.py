@@ -13,35 +13,43 @@ arrays, NULL null; ``bytea`` is base64 (no line breaks). CSV cells hold the same
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg2 import sql
 
+from swagger_server.data import filters
 from swagger_server.data.catalog import Column, Relation
+from swagger_server.data.filters import (  # noqa: F401 (the filter grammar's entry points)
+    MAX_FILTERS,
+    MAX_IN_VALUES,
+    OPS,
+    Condition,
+    Filter,
+    Group,
+    PathStep,
+    filter_sql,
+    parse_filter,
+    parse_group,
+)
+from swagger_server.data.syntax import (  # noqa: F401 (shared by the data API's modules)
+    MAX_VALUE_CHARS,
+    QueryError,
+    check_text,
+    column_of,
+    split_items,
+    split_list,
+    split_names,
+    split_raw,
+)
 
-OPS = ("eq", "neq", "lt", "lte", "gt", "gte", "like", "ilike", "in", "is")
-_COMPARISONS = {"eq": "=", "neq": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
-_IS_VALUES = {"null": "IS NULL", "notnull": "IS NOT NULL", "true": "IS TRUE", "false": "IS FALSE"}
+_column = column_of
+
 _DIRECTIONS = ("asc", "desc")
 _NULLS = ("nullsfirst", "nullslast")
 
-MAX_FILTERS = 50
-MAX_IN_VALUES = 1000
 MAX_ORDER_TERMS = 32
-MAX_VALUE_CHARS = 65536
-
-_CONTROL = re.compile(r"[\x00]")
-
-
-class QueryError(ValueError):
-    """A request parameter that cannot be honoured; ``param`` names it, the message says why."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 @dataclass(frozen=True)
@@ -49,23 +57,39 @@ class OrderTerm:
     column: Column
     desc: bool = False
     nulls_first: bool = False  # PostgreSQL's default: NULLS LAST for ASC, NULLS FIRST for DESC
+    path: tuple[PathStep, ...] = ()  # a JSON path into the column: its value is sorted
 
     def spec(self) -> list[object]:
-        return [self.column.name, self.column.type, self.desc, self.nulls_first]
+        """What a cursor is bound to (its fingerprint): the column, its type, the direction,
+        and the JSON path when there is one (so a cursor of another path is refused)."""
+        spec: list[object] = [self.column.name, self.column.type, self.desc, self.nulls_first]
+        if self.path:
+            spec.append([[s.arrow, s.key] for s in self.path])
+        return spec
 
+    @property
+    def type(self) -> str:
+        """The SQL type of the sorted value: the column's, or jsonb / text for a JSON path."""
+        return filters.path_type(self.path, self.column)
 
-@dataclass(frozen=True)
-class Filter:
-    column: Column
-    op: str
-    values: tuple[str, ...]  # one value; several for "in"; the keyword for "is"
+    @property
+    def nullable(self) -> bool:
+        return self.column.nullable or bool(self.path)  # a path may lead nowhere: NULL
+
+    def expr(self, params: _Params, alias: str = "r") -> sql.Composable:
+        """The sorted value in SQL: the column, or its JSON path (keys bound in ``params``)."""
+        return filters.target_sql(self.column, self.path, params, alias)
+
+    def cast(self, value: str | None, params: _Params) -> sql.Composable:
+        """A cursor value as this term's type."""
+        return sql.SQL("CAST({} AS {})").format(params.add(value), sql.SQL(self.type))
 
 
 @dataclass
 class RowsQuery:
     relation: Relation
     columns: tuple[Column, ...]
-    filters: tuple[Filter, ...] = ()
+    filters: tuple[Condition, ...] = ()  # filter= conditions and or/and groups: all must hold
     order: tuple[OrderTerm, ...] = ()
     unique: bool = False  # the order ends with the primary key: keyset paging is sound
     after: Sequence[str | None] | None = None  # keyset position (the cursor's values)
@@ -75,87 +99,6 @@ class RowsQuery:
 
 
 # ------------------------------------------------------------------ parsing
-
-
-def check_text(param: str, value: str) -> str:
-    if _CONTROL.search(value):
-        raise QueryError(param, f"{param}: NUL characters are not allowed")
-    if len(value) > MAX_VALUE_CHARS:
-        raise QueryError(param, f"{param}: longer than {MAX_VALUE_CHARS} characters")
-    return value
-
-
-def split_list(param: str, text: str) -> list[str]:
-    """Split on commas outside double quotes; ``"a,b"`` keeps its comma, ``""`` is a quote."""
-    return [item for item, _ in split_items(param, text)]
-
-
-def split_names(param: str, text: str) -> list[str]:
-    """Comma-separated names: an unquoted name is stripped, a quoted one is kept exactly.
-
-    Blanks around a quoted name are allowed and dropped (``id, " padded"``); inside the quotes
-    every character counts.
-    """
-    return [item if quoted else item.strip()
-            for item, quoted in split_items(param, text, blanks_around_quotes=True)]
-
-
-def split_items(param: str, text: str,
-                blanks_around_quotes: bool = False) -> list[tuple[str, bool]]:
-    """(item, was it quoted) for each comma-separated item; see :func:`split_list`."""
-    return [(item, quoted) for item, quoted, _ in _split(param, text, blanks_around_quotes)]
-
-
-def _split(param: str, text: str, blanks_around_quotes: bool = False,
-           tails: bool = False) -> list[tuple[str, bool, str]]:
-    """(item, was it quoted, text after its closing quote) for each comma-separated item.
-
-    With ``tails``, text after a closing quote is kept apart (``"a.b".desc``: the order's
-    suffixes); without, it is an error.
-    """
-    items: list[tuple[str, bool, str]] = []
-    current: list[str] = []
-    tail: list[str] = []
-    quoted = False
-    was_quoted = False
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if quoted:
-            if ch == '"':
-                if i + 1 < len(text) and text[i + 1] == '"':
-                    current.append('"')
-                    i += 1
-                else:
-                    quoted = False
-            else:
-                current.append(ch)
-        elif ch == '"' and not was_quoted and (
-                not current or (blanks_around_quotes and not "".join(current).strip())):
-            current = []
-            quoted = was_quoted = True
-        elif ch == ",":
-            items.append(("".join(current), was_quoted, "".join(tail).strip()))
-            current, tail, was_quoted = [], [], False
-        elif was_quoted and tails:
-            tail.append(ch)
-        elif was_quoted and not (blanks_around_quotes and ch.isspace()):
-            raise QueryError(param, f"{param}: unexpected text after a quoted item")
-        elif not was_quoted:
-            current.append(ch)
-        i += 1
-    if quoted:
-        raise QueryError(param, f"{param}: unterminated double quote")
-    items.append(("".join(current), was_quoted, "".join(tail).strip()))
-    return items
-
-
-def _column(relation: Relation, param: str, name: str) -> Column:
-    column = relation.column(name)
-    if column is None:
-        shown = name if len(name) <= 64 else name[:64] + "..."
-        raise QueryError(param, f"{param}: {relation.name} has no column {shown!r}")
-    return column
 
 
 def parse_select(relation: Relation, text: str | None) -> tuple[Column, ...]:
@@ -173,61 +116,12 @@ def parse_select(relation: Relation, text: str | None) -> tuple[Column, ...]:
     return tuple(chosen)
 
 
-def parse_filter(relation: Relation, text: str) -> Filter:
-    """``<column>.<op>.<value>``; the column may hold dots (the catalog decides where it ends).
-
-    Linear in the text's length: only the cuts where a column name of this relation can end
-    are tried (one per distinct name length), shortest first, never one per dot.
-    """
-    check_text("filter", text)
-    for length in relation.name_lengths:
-        if text[length:length + 1] != ".":
-            continue
-        column = relation.column(text[:length])
-        if column is None:
-            continue
-        op, dot, _ = text[length + 1:length + 7].partition(".")
-        if dot and op in OPS:
-            return _filter_value(column, op, text[length + 2 + len(op):])
-    parts = text.split(".")
-    for i in range(1, len(parts) - 1):
-        if parts[i] in OPS:  # the text before the first op is the column asked for
-            _column(relation, "filter", ".".join(parts[:i]))  # raises: an unknown column
-    raise QueryError(
-        "filter",
-        f"filter: expected <column>.<op>.<value> with op one of {', '.join(OPS)}, "
-        f"got {text[:80]!r}",
-    )
-
-
-def _filter_value(column: Column, op: str, value: str) -> Filter:
-    if op == "is":
-        if value not in _IS_VALUES:
-            raise QueryError("filter", "filter: is takes null, notnull, true or false, "
-                                       f"not {value[:40]!r}")
-        if value in ("true", "false") and not column.is_bool:
-            raise QueryError("filter", f"filter: is.{value} needs a boolean column; "
-                                       f"{column.name!r} is {column.display_type}")
-        return Filter(column, op, (value,))
-    if op == "in":
-        if not (value.startswith("(") and value.endswith(")")):
-            raise QueryError("filter", "filter: in takes a list in parentheses, e.g. in.(1,2,3)")
-        inner = value[1:-1]
-        values = split_list("filter", inner) if inner else []
-        if len(values) > MAX_IN_VALUES:
-            raise QueryError("filter", f"filter: at most {MAX_IN_VALUES} values in a list")
-        return Filter(column, op, tuple(values))
-    if op in ("like", "ilike"):
-        return Filter(column, op, (value.replace("*", "%"),))
-    return Filter(column, op, (value,))
-
-
 def parse_order(relation: Relation, text: str | None) -> tuple[tuple[OrderTerm, ...], bool]:
     """The order asked for plus the primary key as tiebreaker; and whether it is unique."""
     terms: list[OrderTerm] = []
     if text is not None and text.strip():
         check_text("order", text)
-        items = _split("order", text, blanks_around_quotes=True, tails=True)
+        items = split_raw("order", text, blanks_around_quotes=True, tails=True)
         if len(items) > MAX_ORDER_TERMS:
             raise QueryError("order", f"order: at most {MAX_ORDER_TERMS} columns")
         for item, quoted, tail in items:
@@ -235,9 +129,10 @@ def parse_order(relation: Relation, text: str | None) -> tuple[tuple[OrderTerm, 
                 terms.append(_quoted_order_term(relation, item, tail))
             else:
                 terms.append(_order_term(relation, item.strip()))
-    names = [t.column.name for t in terms]
-    if len(set(names)) != len(names):
+    keys = [(t.column.name, t.path) for t in terms]
+    if len(set(keys)) != len(keys):
         raise QueryError("order", "order: a column appears twice")
+    names = [t.column.name for t in terms if not t.path]
     for key in relation.primary_key:
         if key not in names:
             terms.append(OrderTerm(_column(relation, "order", key)))
@@ -245,10 +140,14 @@ def parse_order(relation: Relation, text: str | None) -> tuple[tuple[OrderTerm, 
 
 
 def _quoted_order_term(relation: Relation, name: str, tail: str) -> OrderTerm:
-    """``"<column>"[.asc|.desc][.nullsfirst|.nullslast]``: the quoted name is exact."""
+    """``"<column>"[->path][.asc|.desc][.nullsfirst|.nullslast]``: the quoted name is exact."""
     column = _column(relation, "order", name)
+    path: tuple[PathStep, ...] = ()
+    if tail.startswith("->"):
+        path, end = filters.parse_path("order", column, tail, 0)
+        tail = tail[end:]
     suffix = tail[1:].split(".") if tail.startswith(".") else [tail] if tail else []
-    term = _with_suffixes(column, suffix)
+    term = _with_suffixes(column, suffix, path)
     if term is None:
         raise QueryError(
             "order", f"order: expected \"<column>\"[.asc|.desc][.nullsfirst|.nullslast], "
@@ -257,7 +156,8 @@ def _quoted_order_term(relation: Relation, name: str, tail: str) -> OrderTerm:
     return term
 
 
-def _with_suffixes(column: Column, suffix: list[str]) -> OrderTerm | None:
+def _with_suffixes(column: Column, suffix: list[str],
+                   path: tuple[PathStep, ...] = ()) -> OrderTerm | None:
     """The term for ``column`` with its direction/nulls suffixes; None when they are invalid."""
     if len(suffix) > 2 or any(s not in _DIRECTIONS + _NULLS for s in suffix):
         return None
@@ -268,7 +168,7 @@ def _with_suffixes(column: Column, suffix: list[str]) -> OrderTerm | None:
         return None
     desc = directions == ["desc"]
     nulls_first = nulls[0] == "nullsfirst" if nulls else desc
-    return OrderTerm(column, desc, nulls_first)
+    return OrderTerm(column, desc, nulls_first, path)
 
 
 def _order_term(relation: Relation, item: str) -> OrderTerm:
@@ -286,12 +186,33 @@ def _order_term(relation: Relation, item: str) -> OrderTerm:
         term = _with_suffixes(column, suffix) if column is not None else None
         if term is not None:
             return term
+    term = _path_order_term(relation, item)
+    if term is not None:
+        return term
     if relation.column(item.partition(".")[0]) is not None:
         raise QueryError(
             "order", f"order: expected <column>[.asc|.desc][.nullsfirst|.nullslast], "
                      f"got {item[:80]!r}",
         )
     return OrderTerm(_column(relation, "order", _without_suffixes(item)))  # raises: unknown
+
+
+def _path_order_term(relation: Relation, item: str) -> OrderTerm | None:
+    """``<column>-><key>[->...][->><key>][.asc|.desc][.nullsfirst|.nullslast]``, None when the
+    item holds no JSON path after a column name."""
+    for length in relation.name_lengths:
+        column = relation.column(item[:length]) if item.startswith("->", length) else None
+        if column is None:
+            continue
+        path, end = filters.parse_path("order", column, item, length)
+        rest = item[end:]
+        suffix = rest[1:].split(".") if rest.startswith(".") else [rest] if rest else []
+        term = _with_suffixes(column, suffix, path)
+        if term is None:
+            raise QueryError("order", "order: expected <column>-><key>[->><key>][.asc|.desc]"
+                                      f"[.nullsfirst|.nullslast], got {item[:80]!r}")
+        return term
+    return None
 
 
 def _without_suffixes(item: str) -> str:
@@ -332,40 +253,22 @@ def _relation(relation: Relation) -> sql.Composable:
     return sql.SQL("{}.{}").format(sql.Identifier(relation.schema), sql.Identifier(relation.name))
 
 
-def _filter_sql(f: Filter, params: _Params) -> sql.Composable:
-    col = _ident(f.column.name, "r")
-    if f.op in _COMPARISONS:
-        return sql.SQL("{} {} {}").format(
-            col, sql.SQL(_COMPARISONS[f.op]), params.cast(f.values[0], f.column))
-    if f.op in ("like", "ilike"):
-        return sql.SQL("{}::text {} {}").format(
-            col, sql.SQL(f.op.upper()), params.add(f.values[0]))
-    if f.op == "in":
-        if not f.values:
-            return sql.SQL("false")
-        return sql.SQL("{} IN ({})").format(
-            col, sql.SQL(", ").join(params.cast(v, f.column) for v in f.values))
-    return sql.SQL("{} {}").format(col, sql.SQL(_IS_VALUES[f.values[0]]))
-
-
 def _after_term(term: OrderTerm, value: str | None, params: _Params) -> sql.Composable | None:
     """Rows strictly after ``value`` in this column's order; None when there are none."""
-    col = _ident(term.column.name, "r")
     if value is None:
         # NULLs first: every non-NULL comes after; NULLs last: nothing comes after a NULL.
-        return sql.SQL("{} IS NOT NULL").format(col) if term.nulls_first else None
+        return sql.SQL("{} IS NOT NULL").format(term.expr(params)) if term.nulls_first else None
     op = sql.SQL("<" if term.desc else ">")
-    base = sql.SQL("{} {} {}").format(col, op, params.cast(value, term.column))
-    if term.nulls_first or not term.column.nullable:
+    base = sql.SQL("{} {} {}").format(term.expr(params), op, term.cast(value, params))
+    if term.nulls_first or not term.nullable:
         return base
-    return sql.SQL("({} OR {} IS NULL)").format(base, col)
+    return sql.SQL("({} OR {} IS NULL)").format(base, term.expr(params))
 
 
 def _equal_term(term: OrderTerm, value: str | None, params: _Params) -> sql.Composable:
-    col = _ident(term.column.name, "r")
     if value is None:
-        return sql.SQL("{} IS NULL").format(col)
-    return sql.SQL("{} = {}").format(col, params.cast(value, term.column))
+        return sql.SQL("{} IS NULL").format(term.expr(params))
+    return sql.SQL("{} = {}").format(term.expr(params), term.cast(value, params))
 
 
 def keyset_sql(order: Sequence[OrderTerm], values: Sequence[str | None],
@@ -378,11 +281,11 @@ def keyset_sql(order: Sequence[OrderTerm], values: Sequence[str | None],
     NULL so an index on it still narrows the scan.
     """
     directions = {t.desc for t in order}
-    if len(directions) == 1 and not any(t.column.nullable for t in order) \
+    if len(directions) == 1 and not any(t.nullable for t in order) \
             and None not in values:
-        left = sql.SQL(", ").join(_ident(t.column.name, "r") for t in order)
-        right = sql.SQL(", ").join(params.cast(v, t.column) for t, v in zip(order, values,
-                                                                                strict=True))
+        left = sql.SQL(", ").join(t.expr(params) for t in order)
+        right = sql.SQL(", ").join(t.cast(v, params) for t, v in zip(order, values,
+                                                                         strict=True))
         op = sql.SQL("<" if order[0].desc else ">")
         if len(order) == 1:
             return sql.SQL("{} {} {}").format(left, op, right)
@@ -399,16 +302,16 @@ def keyset_sql(order: Sequence[OrderTerm], values: Sequence[str | None],
     chain = sql.SQL("({})").format(sql.SQL(" OR ").join(
         sql.SQL("({})").format(b) for b in branches))
     first, first_value = order[0], values[0]
-    if not first.column.nullable and first_value is not None:
+    if not first.nullable and first_value is not None:
         bound = sql.SQL("{} {} {}").format(
-            _ident(first.column.name, "r"), sql.SQL("<=" if first.desc else ">="),
-            params.cast(first_value, first.column))
+            first.expr(params), sql.SQL("<=" if first.desc else ">="),
+            first.cast(first_value, params))
         return sql.SQL("{} AND {}").format(bound, chain)
     return chain
 
 
 def _where(q: RowsQuery, params: _Params, with_keyset: bool = True) -> sql.Composable:
-    conditions = [_filter_sql(f, params) for f in q.filters]
+    conditions = [filter_sql(f, params) for f in q.filters]
     if with_keyset and q.after is not None:
         conditions.append(keyset_sql(q.order, q.after, params))
     if not conditions:
@@ -416,12 +319,12 @@ def _where(q: RowsQuery, params: _Params, with_keyset: bool = True) -> sql.Compo
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions)
 
 
-def _order_by(order: Sequence[OrderTerm]) -> sql.Composable:
+def _order_by(order: Sequence[OrderTerm], params: _Params) -> sql.Composable:
     if not order:
         return sql.SQL("")
     return sql.SQL(" ORDER BY ") + sql.SQL(", ").join(
         sql.SQL("{}{}{}").format(
-            _ident(t.column.name, "r"),
+            t.expr(params),
             sql.SQL(" DESC" if t.desc else ""),
             sql.SQL(" NULLS FIRST" if t.nulls_first else " NULLS LAST"),
         )
@@ -431,7 +334,9 @@ def _order_by(order: Sequence[OrderTerm]) -> sql.Composable:
 
 def _needed(q: RowsQuery) -> list[Column]:
     needed = list(q.columns)
-    needed += [t.column for t in q.order if t.column not in needed]
+    for t in q.order:  # a column sorted by several JSON paths is fetched once
+        if t.column not in needed:
+            needed.append(t.column)
     return needed
 
 
@@ -442,7 +347,7 @@ def _inner(q: RowsQuery, params: _Params, limit: int) -> sql.Composable:
     if q.offset:
         tail += sql.SQL(" OFFSET {}").format(params.add(q.offset))
     return sql.SQL("SELECT {} FROM {} r{}{}{}").format(
-        cols, _relation(q.relation), _where(q, params), _order_by(q.order), tail)
+        cols, _relation(q.relation), _where(q, params), _order_by(q.order, params), tail)
 
 
 def json_value(column: Column, alias: str = "x") -> sql.Composable:
@@ -468,7 +373,7 @@ def page_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
     limit = params.add(q.limit)
     if q.unique:
         key = sql.SQL("ARRAY[{}]").format(sql.SQL(", ").join(
-            sql.SQL("{}::text").format(_ident(t.column.name, "x")) for t in q.order))
+            sql.SQL("({})::text").format(t.expr(params, "x")) for t in q.order))
     else:
         key = sql.SQL("NULL::text[]")
     statement = sql.SQL(
@@ -593,7 +498,7 @@ def position_sql(q: RowsQuery, cap: int) -> tuple[sql.Composable, dict[str, Any]
     if q.after is None:
         raise ValueError("position_sql needs a keyset position")
     params = _Params()
-    conditions = [_filter_sql(f, params) for f in q.filters]
+    conditions = [filter_sql(f, params) for f in q.filters]
     conditions.append(sql.SQL("({}) IS NOT TRUE").format(keyset_sql(q.order, q.after, params)))
     statement = sql.SQL("SELECT count(*) FROM (SELECT FROM {} r WHERE {} LIMIT {}) c").format(
         _relation(q.relation), sql.SQL(" AND ").join(conditions), params.add(cap))
@@ -614,17 +519,18 @@ def pattern_error(pattern: str) -> str | None:
 
 
 def pattern_values(q: RowsQuery) -> list[tuple[str, Column, str]]:
-    """Every (param, column, pattern) of a query's like/ilike filters."""
-    return [("filter", f.column, f.values[0]) for f in q.filters if f.op in ("like", "ilike")]
+    """Every (param, column, pattern) of a query's like/ilike filters (groups included)."""
+    return filters.pattern_values(q.filters)
 
 
 def typed_values(q: RowsQuery) -> list[tuple[str, Column, str]]:
-    """Every (param, column, value) of a query that PostgreSQL casts, in request order."""
-    found: list[tuple[str, Column, str]] = []
-    for f in q.filters:
-        if f.op in _COMPARISONS or f.op == "in":
-            found += [("filter", f.column, v) for v in f.values]
+    """Every (param, column, value) of a query that PostgreSQL casts, in request order.
+
+    A cursor's values for JSON-path terms are not listed: text and jsonb text that this
+    service wrote itself (and signed) always cast back.
+    """
+    found = filters.typed_values(q.filters)
     if q.after is not None:
         found += [("cursor", t.column, v) for t, v in zip(q.order, q.after, strict=True)
-                  if v is not None]
+                  if v is not None and not t.path]
     return found

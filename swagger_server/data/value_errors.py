@@ -54,6 +54,15 @@ def database_errors(conn: Connection, values: list[tuple[str, Any, str]],
                          f"not supported for this column type: {_pg_message(exc)}",
                          type=errors.UNSUPPORTED_OPERATION,
                          parameter=_operation_parameter(exc)) from None
+    except (psycopg2.errors.SyntaxError, psycopg2.errors.InvalidName):
+        # A text search query's own syntax (to_tsquery's "a &"), a malformed name in a
+        # regconfig or regclass value: only a request value explains it; anything else is a
+        # syntax error of ours, a 500.
+        conn.rollback()
+        problem = _value_problem(conn, values)
+        if problem is not None:
+            raise problem from None
+        raise
     except _CATALOG_ERRORS as exc:
         conn.rollback()
         problem = _value_problem(conn, values)  # e.g. a regclass value naming no table
