@@ -360,6 +360,14 @@ def test_text_search_on_a_type_without_text_is_unsupported(client: TestClient,
     assert problem(client, filter=flt)["type"] == "/problems/unsupported-operation"
 
 
+@pytest.mark.parametrize("language", ["0", "3748", " 12 ", "+1", "-1"])
+def test_a_language_is_a_name_not_an_oid(client: TestClient, language: str) -> None:
+    """regconfig takes digits as an oid; one naming no configuration failed with PostgreSQL's
+    internal error "cache lookup failed for text search configuration": a 500."""
+    body = problem(client, filter=f"body.wfts({language}).shoes")
+    assert "name (e.g. english)" in body["detail"]
+
+
 @pytest.mark.parametrize("flt", ["name.eq(english).x", "name.in(english).(a)"])
 def test_only_text_search_takes_a_language(client: TestClient, flt: str) -> None:
     assert "take a language" in problem(client, filter=flt)["detail"]
@@ -393,3 +401,24 @@ def test_text_search_with_a_language_uses_an_expression_index(dsn: str) -> None:
         plan = "\n".join(row[0] for row in cur.fetchall())
         conn.rollback()
     assert "big_docs_fts" in plan, plan
+
+
+@pytest.mark.parametrize("flt", [
+    "body.wfts.x " + "-" * 40, "body.wfts(english)." + "- " * 17 + "x",
+    "body.fts." + "!" * 40 + "x", "body.fts(english)." + "! " * 17 + "x",
+    "search.fts." + "!" * 33 + "fox",
+])
+def test_a_pile_of_negations_is_a_400_not_postgresqls_internal_error(client: TestClient,
+                                                                    flt: str) -> None:
+    """From 32 negations in a row PostgreSQL failed with "tsquery stack too small" (XX000): a
+    500. 16 are allowed; more is a 400 before the query."""
+    body = problem(client, filter=flt)
+    assert "at most 16 negations" in body["detail"] and body["parameter"] == "filter"
+    assert ids(client, filter="body.wfts(english).shoes " + "-red " * 16) == [5]
+    assert ids(client, filter="body.fts(english).shoes & " + "!" * 15 + "red") == [5]
+    assert ids(client, filter="body.plfts." + "-" * 40 + "cheap") == [2, 5]  # no operators
+
+
+def test_a_query_too_deep_for_postgresql_is_a_400(client: TestClient) -> None:
+    body = problem(client, filter="body.plfts." + "x " * 20_000)
+    assert body["status"] == 400 and body["type"] == "/problems/invalid-value"

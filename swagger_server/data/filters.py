@@ -41,11 +41,16 @@ MAX_GROUP_DEPTH = 8  # or/and nesting: or=(a.eq.1,and(b.eq.2,or(...))) is depth 
 MAX_GROUP_CONDITIONS = 100  # conditions (column.op.value) in all or/and groups of a request
 MAX_JSON_PATH = 16  # keys in one JSON path (preferences->a->b->>c has 3)
 MAX_LANGUAGE_CHARS = 63  # a text search configuration's name (PostgreSQL's NAMEDATALEN - 1)
+# to_tsquery (!) and websearch_to_tsquery (-) stack each negation in a row; from 32 on,
+# PostgreSQL fails with an internal error ("tsquery stack too small") instead of a 400.
+MAX_NEGATIONS_IN_A_ROW = 16
+_NEGATIONS = re.compile(rf"(?:[!-]\s*){{{MAX_NEGATIONS_IN_A_ROW + 1},}}")
 
 # [not.]<op>[(<language>)]. : the language may hold anything but parentheses (a quoted
 # schema-qualified name, say); it is a bound value cast to regconfig, never SQL text.
 _OPERATOR = re.compile(rf"(not\.)?([a-z]+)(?:\(([^()]{{1,{MAX_LANGUAGE_CHARS}}})\))?\.")
 _OPERATOR_SPAN = 4 + max(len(op) for op in OPS) + MAX_LANGUAGE_CHARS + 3
+_NUMBER = re.compile(r"\s*[-+]?[0-9]+\s*")
 _INDEX = re.compile(r"-?[0-9]{1,9}")  # a JSON array index (jsonb takes int4)
 
 
@@ -243,6 +248,10 @@ def _filter_value(param: str, column: Column, path: tuple[PathStep, ...], op: st
     if language is not None and op not in _TEXT_SEARCH:
         raise QueryError(param, f"{param}: only {', '.join(_TEXT_SEARCH)} take a language, "
                                 f"not {op}")
+    if language is not None and _NUMBER.fullmatch(language):
+        # regconfig reads digits as an oid: one naming no configuration is an internal error
+        raise QueryError(param, f"{param}: the language is a text search configuration's "
+                                f"name (e.g. english), not {language[:20]!r}")
     if op == "is":
         if value not in _IS_VALUES:
             raise QueryError(param, f"{param}: is takes null, notnull, true or false, "
@@ -262,6 +271,9 @@ def _filter_value(param: str, column: Column, path: tuple[PathStep, ...], op: st
         return Filter(column, op, tuple(values), negated, path)
     if op in ("like", "ilike"):
         return Filter(column, op, (value.replace("*", "%"),), negated, path)
+    if op in ("fts", "wfts") and _NEGATIONS.search(value):
+        raise QueryError(param, f"{param}: at most {MAX_NEGATIONS_IN_A_ROW} negations (! or -) "
+                                "in a row in a text search query")
     return Filter(column, op, (value,), negated, path, language)
 
 
@@ -422,8 +434,6 @@ def pattern_values(conditions: tuple[Condition, ...]) -> list[tuple[str, Column,
             if f.op in ("like", "ilike")]
 
 
-_TSQUERY = Column(name="", type="tsquery", display_type="tsquery", nullable=True,
-                  base_type="tsquery", is_array=False)
 _REGCONFIG = Column(name="", type="regconfig", display_type="regconfig", nullable=True,
                     base_type="regconfig", is_array=False)
 
@@ -431,8 +441,8 @@ _REGCONFIG = Column(name="", type="regconfig", display_type="regconfig", nullabl
 def typed_values(conditions: tuple[Condition, ...]) -> list[tuple[str, Column, str]]:
     """Every (param, column, value) that PostgreSQL casts, in request order: after a failed
     statement each is cast alone to find the one to blame. A JSON path's values are checked as
-    its type (jsonb, text); a text search's language as a regconfig and a ``fts`` query as a
-    tsquery (same syntax as to_tsquery's)."""
+    its type (jsonb, text); a text search's language as a regconfig and its query by its
+    tsquery function (:func:`check_sql`)."""
     found: list[tuple[str, Column, str]] = []
     for param, f in leaves(conditions):
         column = path_column(f.column, f.path)
@@ -441,6 +451,20 @@ def typed_values(conditions: tuple[Condition, ...]) -> list[tuple[str, Column, s
         elif f.op in _TEXT_SEARCH:
             if f.language is not None:
                 found.append((param, replace(_REGCONFIG, name=f.column.name), f.language))
-            if f.op == "fts":
-                found.append((param, replace(_TSQUERY, name=f.column.name), f.values[0]))
+            found.append((param, _query_column(f), f.values[0]))
     return found
+
+
+def _query_column(f: Filter) -> Column:
+    """A text search's query as a value to check: its "type" is the tsquery function."""
+    return Column(name=f.column.name, type="tsquery", display_type="tsquery", nullable=True,
+                  base_type=_TEXT_SEARCH[f.op], is_array=False)
+
+
+def check_sql(column: Column) -> sql.Composable | None:
+    """The statement that checks a value ``%(v)s`` which is not a cast: a text search query
+    through its function (to_tsquery's syntax errors, a query too deep for PostgreSQL's
+    stack); None for a plain cast."""
+    if column.type == "tsquery" and column.base_type in _TEXT_SEARCH.values():
+        return sql.SQL("SELECT {}(CAST(%(v)s AS text))").format(sql.SQL(column.base_type))
+    return None

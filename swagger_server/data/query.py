@@ -487,6 +487,9 @@ def row_sql(relation: Relation, columns: Sequence[Column],
 
 def cast_check_sql(column: Column) -> tuple[sql.Composable, dict[str, Any]]:
     """Does PostgreSQL accept a value for this column's type? (to name the culprit of a 400)"""
+    check = filters.check_sql(column)  # a text search query: checked by its function
+    if check is not None:
+        return check, {}
     return sql.SQL("SELECT CAST(%(v)s AS {})").format(sql.SQL(column.type)), {}
 
 
