@@ -422,3 +422,11 @@ def test_a_pile_of_negations_is_a_400_not_postgresqls_internal_error(client: Tes
 def test_a_query_too_deep_for_postgresql_is_a_400(client: TestClient) -> None:
     body = problem(client, filter="body.plfts." + "x " * 20_000)
     assert body["status"] == 400 and body["type"] == "/problems/invalid-value"
+
+
+def test_range_and_array_literals_inside_groups(client: TestClient) -> None:
+    """Braces keep an array literal whole; a range's comma and half-open bracket need quotes."""
+    assert ids(client, **{"or": '(during.ov."[2024-01-10,2024-01-20)",id.eq.2)'}) == [1, 2, 5]
+    assert ids(client, **{"or": "(tags.cs.{red,blue},nums.ov.{4,5})"}) == [2, 4, 5]
+    r = client.get("/tables/things/rows", params={"or": "(during.ov.[2024-01-10,2024-01-20))"})
+    assert r.status_code == 400

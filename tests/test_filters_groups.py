@@ -97,6 +97,10 @@ def test_groups_and_filters_all_hold_together(client: TestClient) -> None:
     ('(note.like."*, b*")', [2]),
     ('(note.in.("a, b (c)",plain))', [1, 2]),
     ('(tags.cs."{a,b}")', [3]),
+    ("(tags.cs.{a,b})", [3]),                  # braces keep an array literal whole
+    ("(tags.ov.{b,c},id.eq.1)", [1, 2, 3]),
+    ('(doc.cs.{"k": "x"},id.eq.4)', [1, 3, 4]),
+    ('(note.eq."{",note.eq."}")', []),
     ('(note.eq.plain,note.eq."")', [1]),
 ])
 def test_values_with_commas_parentheses_or_quotes_are_double_quoted(
@@ -144,6 +148,8 @@ def test_a_bad_pattern_in_a_group_is_a_400(client: TestClient) -> None:
     ("(nosuch.eq.1)", "has no column 'nosuch'"),
     ("(id.eq.1,and(nosuch.eq.1))", "has no column 'nosuch'"),
     ("(and())", "empty condition"),
+    ("(tags.cs.{a,b)", "unbalanced braces"),
+    ("(note.eq.})", "unbalanced braces"),
 ])
 def test_malformed_groups_are_400s_naming_the_parameter(client: TestClient, group: str,
                                                         words: str) -> None:

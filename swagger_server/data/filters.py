@@ -328,11 +328,16 @@ def _group(relation: Relation, op: str, negated: bool, inner: str, param: str,
     return Group(op, tuple(items), negated, param)
 
 
+_BRACKETS = {"(": "parentheses", ")": "parentheses", "{": "braces", "}": "braces"}
+
+
 def split_group(param: str, text: str) -> list[str]:
-    """The items of a group: split on commas outside parentheses and double quotes (kept in the
-    items, for their own parsing). Unbalanced parentheses or quotes are a 400."""
+    """The items of a group: split on commas outside parentheses, braces (array literals, JSON
+    objects) and double quotes, all kept in the items for their own parsing. Unbalanced
+    parentheses, braces or quotes are a 400."""
     items: list[str] = []
-    depth = 0
+    depth = {"(": 0, "{": 0}
+    closing = {")": "(", "}": "{"}
     quoted = False
     start = 0
     for i, ch in enumerate(text):
@@ -340,19 +345,20 @@ def split_group(param: str, text: str) -> list[str]:
             quoted = not quoted  # "" inside quotes closes and reopens: the same as a quote
         elif quoted:
             continue
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                raise QueryError(param, f"{param}: unbalanced parentheses")
-        elif ch == "," and depth == 0:
+        elif ch in depth:
+            depth[ch] += 1
+        elif ch in closing:
+            depth[closing[ch]] -= 1
+            if depth[closing[ch]] < 0:
+                raise QueryError(param, f"{param}: unbalanced {_BRACKETS[ch]}")
+        elif ch == "," and not depth["("] and not depth["{"]:
             items.append(text[start:i].strip())
             start = i + 1
     if quoted:
         raise QueryError(param, f"{param}: unterminated double quote")
-    if depth:
-        raise QueryError(param, f"{param}: unbalanced parentheses")
+    for opening, count in depth.items():
+        if count:
+            raise QueryError(param, f"{param}: unbalanced {_BRACKETS[opening]}")
     items.append(text[start:].strip())
     return items
 
