@@ -5,6 +5,8 @@ columns only as catalog :class:`~swagger_server.data.catalog.Column` objects; an
 :class:`QueryError` (a 400). Building quotes identifiers with :class:`psycopg2.sql.Identifier`,
 writes types as the catalog spells them, and passes every value as a bound parameter cast with
 ``CAST(%(pN)s AS <type>)`` so that PostgreSQL converts (and rejects) values by the column's type.
+The filter grammar (``filter``, ``or``/``and`` groups, JSON paths) and its SQL live in
+:mod:`swagger_server.data.filters`; its entry points are re-exported here.
 
 Rendering (the same in JSON, NDJSON, CSV): PostgreSQL's ``row_to_json``, so numbers are JSON
 numbers (``numeric`` with every stored digit), timestamps ISO 8601, json/jsonb nested, arrays
@@ -45,6 +47,7 @@ from swagger_server.data.syntax import (  # noqa: F401 (shared by the data API's
 )
 
 _column = column_of
+_filter_sql = filter_sql  # the renderer's name before it moved to filters.py
 
 _DIRECTIONS = ("asc", "desc")
 _NULLS = ("nullsfirst", "nullslast")
