@@ -2,7 +2,9 @@
 
 The preamble is ONE ``SELECT`` of ``set_config(name, value, true)`` calls, all values bound
 parameters, sent in the same round trip as the request's query (``Preamble.prepend``). Like
-PostgREST it sets, transaction-locally (``is_local = true``, so COMMIT or ROLLBACK undoes it):
+PostgREST it sets, transaction-locally (``is_local = true``, so COMMIT or ROLLBACK undoes it),
+after the service's own transaction settings (``statement_timeout``: swagger_server/db/
+transaction.py, passed in as ``settings``):
 
 1. the role's own settings (``ALTER ROLE web_user SET statement_timeout = '2s'``), which
    ``SET ROLE`` does not apply by itself: read from ``pg_db_role_setting`` (the database-specific
