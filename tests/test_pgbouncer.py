@@ -27,6 +27,7 @@ from starlette.testclient import TestClient
 from swagger_server import config, db
 from swagger_server.app import create_app
 from swagger_server.db import demo
+from swagger_server.ops import schema_reload
 from tests.conftest import make_settings
 from tests.pg import TestDatabase, create_database, seeded_database
 from tests.pgbouncer import PgBouncer
@@ -141,6 +142,45 @@ def test_options_that_cannot_apply_per_transaction_are_refused_at_start() -> Non
     assert config.load_settings(environ={"DATABASE_URL": url, "APP_CONFIG": "/dev/null"})
     assert config.option_settings(r"-csearch_path=a\ b --work-mem=7MB -c x.y=1") == (
         ("search_path", "a b"), ("work_mem", "7MB"), ("x.y", "1"))
+
+
+def _settings(**environ: str) -> config.Settings:
+    return config.load_settings(environ={"APP_CONFIG": "/dev/null", **environ})
+
+
+def test_where_the_listener_connects() -> None:
+    direct, elsewhere = "host=db dbname=x", "host=primary dbname=x password=Sup3r-s3cret!pw"
+    plain = _settings(DATABASE_URL=direct)
+    assert plain.database.listen_dsn == direct and schema_reload.listening(plain)
+    assert schema_reload.startup_note(plain) is None
+    pooled = _settings(DATABASE_URL=direct, POSTGRES_POOLER="transaction")
+    assert pooled.database.listen_dsn is None and not schema_reload.listening(pooled)
+    assert "no NOTIFY listener (POSTGRES_POOLER=transaction and no POSTGRES_LISTEN_URL)" in (
+        schema_reload.startup_note(pooled) or "")
+    chosen = _settings(DATABASE_URL=direct, POSTGRES_POOLER="transaction",
+                       POSTGRES_LISTEN_URL=elsewhere)
+    assert chosen.database.listen_dsn == elsewhere and schema_reload.listening(chosen)
+    assert "Sup3r-s3cret!pw" not in repr(chosen)
+    off = _settings(DATABASE_URL=direct, POSTGRES_LISTEN_URL="off")
+    assert not schema_reload.listening(off)
+    assert "LISTEN_URL is off" in (schema_reload.startup_note(off) or "")
+    quiet = _settings(DATABASE_URL=direct, POSTGRES_POOLER="transaction", API_RELOAD_CHANNEL="")
+    assert schema_reload.startup_note(quiet) is None  # no channel: nothing to miss
+    with pytest.raises(config.ConfigError, match="POSTGRES_LISTEN_URL") as refused:
+        _settings(DATABASE_URL=direct, POSTGRES_LISTEN_URL="postgresql://u:p/w@db:54x2/x")
+    assert "p/w" not in str(refused.value)
+
+
+def test_the_services_settings_behind_a_pooler() -> None:
+    url = ("host=db dbname=x options='-c search_path=app "
+           "-c default_transaction_read_only=off -c statement_timeout=99'")
+    pooled = _settings(DATABASE_URL=url, POSTGRES_POOLER="transaction",
+                       POOL_STATEMENT_TIMEOUT="5000")
+    assert db.transaction_settings(pooled) == (("statement_timeout", "99"),
+                                               ("search_path", "app"))
+    assert db.connection_params(pooled)["options"] == ""  # never sent to PgBouncer
+    direct = _settings(DATABASE_URL="host=db dbname=x", POOL_STATEMENT_TIMEOUT="5000")
+    assert db.transaction_settings(direct) == (("statement_timeout", "5000"),)
 
 
 def _flask(app: Any) -> flask.Flask:
@@ -365,6 +405,7 @@ def test_pgbouncer_restart_and_postgresql_restart_behind_it(
             log = server.stderr()
             assert log.count("no NOTIFY listener (POSTGRES_POOLER=transaction and no "
                              "POSTGRES_LISTEN_URL)") == 1, log[-2000:]
+            assert "schema reload listener on channel" not in log
             _heals(server, 5)
 
             bouncer.kill()  # every client connection of every worker is cut
