@@ -76,7 +76,7 @@ def _startup_settings(settings: Settings) -> tuple[tuple[str, str], ...]:
 # keepalive default; ignored on Unix sockets. tcp_user_timeout: sent data unacknowledged this
 # long means the peer is gone (a long query is not affected: the server acknowledges the query
 # at once).
-TCP_DEFAULTS: dict[str, int] = {
+_TCP_DEFAULTS: dict[str, int] = {
     "keepalives": 1,
     "keepalives_idle": 30,
     "keepalives_interval": 10,
@@ -98,7 +98,7 @@ def connection_params(settings: Settings, pid: int | None = None) -> dict[str, A
     """
     assert settings.database.dsn is not None
     given = psycopg2.extensions.parse_dsn(settings.database.dsn)
-    params: dict[str, Any] = {k: v for k, v in TCP_DEFAULTS.items() if k not in given}
+    params: dict[str, Any] = {k: v for k, v in _TCP_DEFAULTS.items() if k not in given}
     params["options"] = "" if settings.database.behind_pooler else given.get("options", "")
     params["application_name"] = given.get(
         "application_name", f"{SERVICE_NAME} worker {pid or os.getpid()}"

@@ -33,7 +33,7 @@ from psycopg2 import sql
 
 from swagger_server.config import Settings
 from swagger_server.data import catalog
-from swagger_server.db import SERVICE_NAME, TCP_DEFAULTS
+from swagger_server.db import _TCP_DEFAULTS, SERVICE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def listener_params(settings: Settings, dsn: str) -> dict[str, object]:
     """The listener's connection parameters besides ``dsn``'s own (which win): the pool's TCP
     defaults, its timeout, its own application name. No options: it only LISTENs."""
     given = psycopg2.extensions.parse_dsn(dsn)
-    params: dict[str, object] = {k: v for k, v in TCP_DEFAULTS.items() if k not in given}
+    params: dict[str, object] = {k: v for k, v in _TCP_DEFAULTS.items() if k not in given}
     # libpq wants whole seconds.
     params["connect_timeout"] = max(1, math.ceil(float(
         given.get("connect_timeout", settings.pool.connect_timeout))))
