@@ -72,14 +72,13 @@ def lenient(database: TestDatabase) -> Iterator[PgBouncer]:
         yield started
 
 
-@pytest.mark.parametrize("pooler", ["none", "transaction"])
 def test_statement_timeout_and_read_only_apply_through_pgbouncer(
-    dsn: str, lenient: PgBouncer, pooler: str
+    dsn: str, lenient: PgBouncer
 ) -> None:
-    """Sent as startup options (as before) they would be dropped: the slow view would answer
-    200 and the write would succeed. Per transaction they hold, whatever POOLER says."""
+    """Sent as startup options (as directly) they would be dropped: the slow view would answer
+    200 and the write would succeed. Per transaction (POOLER = transaction) they hold."""
     url = lenient.dsn_for(dsn)
-    with _app_client(url, database={"pooler": pooler},
+    with _app_client(url, database=POOLER,
                      pool={"statement_timeout": 300, "min_size": 0}) as client:
         slow = client.get("/tables/sleepy/rows")
         assert slow.status_code == 504, slow.text
@@ -179,8 +178,10 @@ def test_the_services_settings_behind_a_pooler() -> None:
     assert db.transaction_settings(pooled) == (("statement_timeout", "99"),
                                                ("search_path", "app"))
     assert db.connection_params(pooled)["options"] == ""  # never sent to PgBouncer
+    # Directly the startup options carry them: no preamble for a request without auth.
     direct = _settings(DATABASE_URL="host=db dbname=x", POOL_STATEMENT_TIMEOUT="5000")
-    assert db.transaction_settings(direct) == (("statement_timeout", "5000"),)
+    assert db.transaction_settings(direct) == ()
+    assert "-c statement_timeout=5000" in db.connection_params(direct)["options"]
 
 
 def _flask(app: Any) -> flask.Flask:

@@ -39,28 +39,43 @@ def _dsn_options(settings: Settings) -> str:
     return psycopg2.extensions.parse_dsn(settings.database.dsn).get("options", "").strip()
 
 
-def transaction_settings(settings: Settings) -> tuple[tuple[str, str], ...]:
-    """What every transaction sets first, in its preamble (swagger_server/db/transaction.py):
-    nothing is set per session, so a transaction pooler (PgBouncer) breaks none of it.
+# Directly, always ours whatever the DSN says (a session default, besides BEGIN READ ONLY).
+_ENFORCED_OPTIONS = "-c default_transaction_read_only=on"
 
-    ``statement_timeout``: ``STATEMENT_TIMEOUT``, or the DSN's own ``-c statement_timeout``,
-    which wins as it always did. Behind a pooler (``POSTGRES_POOLER=transaction``) the DSN's
-    ``options`` never reach PostgreSQL (PgBouncer refuses them), so each of its ``-c`` settings
-    is set per transaction too, after ours. Read-only is not among them: transactions begin
-    ``READ ONLY`` (:func:`swagger_server.db.transaction.connection_defaults`), whatever the DSN
-    says about ``default_transaction_read_only``.
+
+def connect_options(settings: Settings, user_options: str = "") -> str:
+    """Directly on PostgreSQL: session settings sent in the startup packet, which cost nothing
+    per transaction (the session is the service's alone).
+
+    PostgreSQL applies the ``-c`` switches in order and the last one for a name wins, so the
+    order says who wins: our defaults first, then the DSN's ``options`` (a user's
+    ``statement_timeout`` or ``search_path`` beats ours), then what the service enforces.
+    Behind a transaction pooler there are none: see :func:`transaction_settings`.
     """
-    behind = settings.database.behind_pooler
-    # Checked at start when behind a pooler (config.py); directly, options that are not
-    # -c settings simply go to PostgreSQL as they are.
-    given = option_settings(_dsn_options(settings)) if behind else _startup_settings(settings)
+    defaults = f"-c statement_timeout={settings.pool.statement_timeout}"
+    return " ".join(part for part in (defaults, user_options.strip(), _ENFORCED_OPTIONS) if part)
+
+
+def transaction_settings(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """Behind a transaction pooler (``POSTGRES_POOLER=transaction``): what every transaction
+    sets first, in its preamble (swagger_server/db/transaction.py), since the session is not
+    ours and PgBouncer refuses startup ``options``: ``statement_timeout`` (``STATEMENT_TIMEOUT``,
+    or the DSN's own ``-c statement_timeout``, which wins as it does directly), then each of the
+    DSN's other ``-c`` settings. Read-only is not among them: transactions begin ``READ ONLY``
+    in every mode (:func:`swagger_server.db.transaction.connection_defaults`).
+
+    Directly: nothing (the startup options carry them, :func:`connect_options`), so a request
+    without auth sends no preamble at all.
+    """
+    if not settings.database.behind_pooler:
+        return ()
+    # Checked at start (config.py): only -c settings.
+    given = option_settings(_dsn_options(settings))
     timeout = next((value for name, value in reversed(given) if name == "statement_timeout"),
                    str(settings.pool.statement_timeout))
-    items = [("statement_timeout", timeout)]
-    if behind:
-        items += [(name, value) for name, value in given
-                  if name != "statement_timeout" and name not in _READ_ONLY_NAMES]
-    return tuple(items)
+    return (("statement_timeout", timeout), *(
+        (name, value) for name, value in given
+        if name != "statement_timeout" and name not in _READ_ONLY_NAMES))
 
 
 def _startup_settings(settings: Settings) -> tuple[tuple[str, str], ...]:
@@ -90,16 +105,16 @@ def connection_params(settings: Settings, pid: int | None = None) -> dict[str, A
     (application_name, connect_timeout, keepalives*, tcp_user_timeout).
 
     Keyword arguments to ``psycopg2.connect`` replace the DSN's parameters of the same name,
-    so only what the DSN leaves unset is passed. No ``options`` of ours: the service's settings
-    travel per transaction (:func:`transaction_settings`). The DSN's own ``options`` still go
-    in the startup packet directly; behind a pooler they are replaced by an empty string
-    (PgBouncer refuses the parameter; libpq then sends none, not even ``PGOPTIONS``) and set
-    per transaction instead.
+    so only what the DSN leaves unset is passed. ``options``: directly, ours combined with the
+    DSN's (:func:`connect_options`); behind a pooler an empty string (PgBouncer refuses the
+    parameter; libpq then sends none, not even ``PGOPTIONS``): the settings travel per
+    transaction instead (:func:`transaction_settings`).
     """
     assert settings.database.dsn is not None
     given = psycopg2.extensions.parse_dsn(settings.database.dsn)
     params: dict[str, Any] = {k: v for k, v in _TCP_DEFAULTS.items() if k not in given}
-    params["options"] = "" if settings.database.behind_pooler else given.get("options", "")
+    params["options"] = ("" if settings.database.behind_pooler
+                         else connect_options(settings, given.get("options", "")))
     params["application_name"] = given.get(
         "application_name", f"{SERVICE_NAME} worker {pid or os.getpid()}"
     )

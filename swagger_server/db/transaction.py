@@ -92,10 +92,20 @@ class PreambleBinding:
         with self._lock:
             return self._preamble
 
+    def head(self, cursor: PlainCursor, preamble: tuple[Any, Any]) -> bytes:
+        """The preamble as the bytes sent, quoted once and kept: it never changes for this
+        binding, and quoting it per transaction cost more than the server's work for it."""
+        head = self._head
+        if head is None:
+            head = self._head = cursor.mogrify(*preamble)
+        return head
+
     def clear(self) -> None:
         with self._lock:
             self._preamble = None
             self._spent = True
+
+    _head: bytes | None = None
 
     _spent = False
 
@@ -113,7 +123,8 @@ class PreambleCursor(PlainCursor):
         preamble = self._pending()
         if preamble is None:
             return super().execute(query, vars)
-        head = self.mogrify(*preamble)
+        assert self.binding is not None
+        head = self.binding.head(self, preamble)
         if self.name is not None:
             # A named (server-side) cursor's statement goes into a DECLARE: no room in front.
             # The preamble then costs its own round trip (the data API's exports DECLARE
@@ -127,14 +138,15 @@ class PreambleCursor(PlainCursor):
 
     def executemany(self, query: Any, vars_list: Any) -> None:
         preamble = self._pending()
-        if preamble is not None:
-            super().execute(self.mogrify(*preamble))  # its own round trip: rare, and correct
+        if preamble is not None and self.binding is not None:
+            # its own round trip: rare, and correct
+            super().execute(self.binding.head(self, preamble))
         return super().executemany(query, vars_list)
 
     def callproc(self, procname: Any, parameters: Any = None) -> Any:
         preamble = self._pending()
-        if preamble is not None:
-            super().execute(self.mogrify(*preamble))
+        if preamble is not None and self.binding is not None:
+            super().execute(self.binding.head(self, preamble))
         return super().callproc(procname, parameters)
 
     def _pending(self) -> tuple[Any, Any] | None:
