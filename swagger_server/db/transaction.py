@@ -2,22 +2,25 @@
 
 PgBouncer in transaction mode hands each transaction to whichever server connection is free and
 does not forward startup ``options``: a session setting would be lost, or worse, reach another
-client. So the service sets nothing per session. Instead:
+client. So:
 
-- **read-only**: every pooled connection starts its transactions with ``BEGIN READ ONLY``
-  (psycopg2's ``readonly``, client-side: no round trip); ``get_db(readonly=False)`` makes that
-  ``BEGIN READ WRITE`` for one request, and the pool puts it back (:func:`connection_defaults`);
-- **everything else** (``statement_timeout``, a DSN's ``-c`` settings behind a pooler, and with
-  auth the role's settings, the role and the claims) travels in a **preamble**, one ``SELECT
-  set_config(name, value, true), ...`` sent in front of the statement that opens a transaction
-  (``preamble; statement`` in one ``execute``: one round trip). ``set_config(..., true)`` is
-  transaction-local: COMMIT or ROLLBACK undoes it.
+- **read-only**, in every mode: pooled connections start their transactions with
+  ``BEGIN READ ONLY`` (psycopg2's ``readonly``, client-side: no round trip);
+  ``get_db(readonly=False)`` makes that ``BEGIN READ WRITE`` for one request, and the pool puts
+  it back (:func:`connection_defaults`);
+- **the rest** travels in a **preamble**, one ``SELECT set_config(name, value, true), ...``
+  sent in front of the statement that opens a transaction (``preamble; statement`` in one
+  ``execute``: one round trip). ``set_config(..., true)`` is transaction-local: COMMIT or
+  ROLLBACK undoes it. Behind a pooler it carries ``statement_timeout`` and the DSN's ``-c``
+  settings (directly those are startup options, free per transaction:
+  :func:`swagger_server.db.transaction_settings`); with auth, the role's settings, the role and
+  the claims follow in the same ``SELECT`` (swagger_server/auth/request.py).
 
 The connection's ``cursor_factory`` is a :class:`PreambleBinding`; its cursors
 (:class:`PreambleCursor`) add the preamble. Every checkout gets it (requests, exports, the
 catalog, health), since it is set on the connection itself, when opened and whenever it comes
-back to the pool. A request with a role replaces it with a binding whose preamble also carries
-the role (swagger_server/auth/request.py) and restores it afterwards.
+back to the pool. A request with a role replaces it with a binding whose preamble starts with the
+connection's settings and restores it afterwards.
 """
 
 from __future__ import annotations
