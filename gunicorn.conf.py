@@ -93,16 +93,30 @@ def on_starting(server):
     server.log.info("database: %s (%s)", _settings.database.safe_dsn, _settings.database.source)
     if _settings.database.embedded and _settings.auth.jwt_secret == DEV_JWT_SECRET:
         server.log.warning(DEMO_AUTH_NOTE)
+    note = schema_reload.startup_note(_settings)
+    if note:
+        server.log.warning(note)  # once, here: behind a pooler without LISTEN_URL
     _check_connection_budget(server)
 
 
 def _check_connection_budget(server):
-    """Warn when workers x POOL_MAX_SIZE does not fit the server's max_connections."""
-    if _settings.database.dsn is None:
+    """Warn when the workers' connections do not fit the server's max_connections: each
+    worker's pool (POOL_MAX_SIZE) plus its schema-reload listener (one, outside the pool).
+    Behind a transaction pooler the pools are PgBouncer's clients, not PostgreSQL's (its
+    max_client_conn and default_pool_size: README "Scaling out"); only the listeners, which
+    connect directly (LISTEN_URL), are counted against PostgreSQL."""
+    database = _settings.database
+    if database.dsn is None:
         return
-    warning = capacity.connection_budget_warning(
-        _settings.database.dsn, server.cfg.workers, _settings.pool.max_size
-    )
+    listeners = 1 if schema_reload.listening(_settings) else 0
+    if database.behind_pooler:
+        if not listeners:
+            return
+        warning = capacity.connection_budget_warning(
+            database.listen_dsn, server.cfg.workers, 0, listeners)
+    else:
+        warning = capacity.connection_budget_warning(
+            database.dsn, server.cfg.workers, _settings.pool.max_size, listeners)
     if warning:
         server.log.warning(warning)
 

@@ -44,6 +44,25 @@ class DatabaseSettings:
     # The DSN holds the password: keep it out of repr() and say where it came from instead.
     dsn: str | None = field(default=None, repr=False)
     source: str = "embedded"  # "DATABASE_URL", "[POSTGRES]" or "embedded"
+    # "transaction": the DSN reaches PostgreSQL through a transaction pooler (PgBouncer): no
+    # startup options, no LISTEN through it (README "Scaling out").
+    pooler: str = "none"
+    # The schema-reload listener's DSN (LISTEN needs a session of its own, directly on
+    # PostgreSQL); empty: the main DSN, unless behind a pooler; "off": no listener.
+    listen_url: str = field(default="", repr=False)
+
+    @property
+    def behind_pooler(self) -> bool:
+        return self.pooler == "transaction"
+
+    @property
+    def listen_dsn(self) -> str | None:
+        """Where the schema-reload listener connects; None: LISTEN is unavailable."""
+        if self.listen_url == "off":
+            return None
+        if self.listen_url:
+            return self.listen_url
+        return None if self.behind_pooler else self.dsn
 
     @property
     def embedded(self) -> bool:
@@ -193,6 +212,66 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _listen_url(raw: str) -> str:
+    """A libpq URL or key=value string, or ``off``; checked like DATABASE_URL, never echoed."""
+    value = raw.strip()
+    if value.lower() == "off":
+        return "off"
+    if not value:
+        return ""
+    try:
+        params = psycopg2.extensions.parse_dsn(value)
+    except psycopg2.ProgrammingError:
+        raise ValueError("not a valid libpq connection string (or 'off')") from None
+    try:
+        _check_dsn(params, "its")
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix("its: ")) from None
+    return value
+
+
+def option_settings(options: str) -> tuple[tuple[str, str], ...]:
+    """The ``-c name=value`` settings of a libpq ``options`` string (also ``-cname=value`` and
+    ``--name=value``; backslash escapes a space), in order; ValueError for anything else.
+
+    Behind a transaction pooler they cannot go in the startup packet: the service sets them per
+    transaction instead (swagger_server/db/transaction.py).
+    """
+    words: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in options:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char.isspace():
+            if current:
+                words.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+    if current:
+        words.append("".join(current))
+    settings: list[tuple[str, str]] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word == "-c" and index + 1 < len(words):
+            pair, index = words[index + 1], index + 2
+        elif len(word) > 2 and word.startswith(("-c", "--")):
+            pair, index = word[2:], index + 1
+        else:
+            raise ValueError(f"only -c name=value settings can be applied per transaction, "
+                             f"not {word!r}")
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"expected -c name=value, got {pair!r}")
+        settings.append((name.replace("-", "_").lower(), value))
+    return tuple(settings)
+
+
 def _channel(raw: str) -> str:
     """A LISTEN channel: any identifier PostgreSQL keeps whole (quoted when used); empty: off."""
     name = raw.strip()
@@ -248,6 +327,11 @@ _WEEK = 7 * _DAY
 # One table for every key but [POSTGRES], which is assembled into a DSN below. Every number has
 # both bounds (tests/test_config.py checks that for keys added later too).
 _KEYS: dict[str, tuple[_Key, ...]] = {
+    # [POSTGRES]'s keys other than the DSN's parts (_POSTGRES_KEYS, assembled below).
+    "database": (
+        _Key("POSTGRES", "POOLER", "pooler", _choice("none", "transaction")),
+        _Key("POSTGRES", "LISTEN_URL", "listen_url", _listen_url),
+    ),
     "pool": (
         _Key("POOL", "MIN_SIZE", "min_size", _int(0, 1000)),
         _Key("POOL", "MAX_SIZE", "max_size", _int(1, 1000)),
@@ -479,7 +563,23 @@ def load_settings(
             f"({api.default_limit} > {api.max_rows})"
         )
     groups["auth"] = _with_api_keys(parser, groups["auth"])
-    return Settings(database=_database(parser, env), **groups)
+    chosen: DatabaseSettings = groups.pop("database")
+    database = dataclasses.replace(_database(parser, env), pooler=chosen.pooler,
+                                   listen_url=chosen.listen_url)
+    _check_pooler(database)
+    return Settings(database=database, **groups)
+
+
+def _check_pooler(database: DatabaseSettings) -> None:
+    """Behind a transaction pooler the DSN's ``options`` are applied per transaction: only
+    ``-c name=value`` settings can be (checked at start, not per request)."""
+    if not database.behind_pooler or not database.dsn:
+        return
+    try:
+        option_settings(psycopg2.extensions.parse_dsn(database.dsn).get("options", ""))
+    except ValueError as exc:
+        raise ConfigError(f"{database.source}: options with POSTGRES_POOLER=transaction: "
+                          f"{exc}") from None
 
 
 def _with_api_keys(parser: configparser.ConfigParser, auth: AuthSettings) -> AuthSettings:
@@ -601,7 +701,8 @@ def with_embedded_dsn(settings: Settings, environ: Mapping[str, str] | None = No
     dsn = env.get(EMBEDDED_DSN_ENV)
     if not settings.database.embedded or settings.database.dsn or not dsn:
         return settings
-    return dataclasses.replace(settings, database=DatabaseSettings(dsn=dsn),
+    return dataclasses.replace(settings,
+                               database=dataclasses.replace(settings.database, dsn=dsn),
                                auth=embedded_demo_auth(settings.auth))
 
 

@@ -20,6 +20,7 @@ from swagger_server.config import DatabaseSettings, PoolSettings, Settings
 from swagger_server.data.catalog import CACHE
 from swagger_server.ops import metrics_files
 from tests.pg import TestDatabase, embedded_server, provide_database
+from tests.pgbouncer import PgBouncer
 
 
 def service_variables(environ: Mapping[str, str]) -> list[str]:
@@ -73,6 +74,28 @@ def private_server(pg_root: Path) -> Iterator[TestDatabase]:
     """An embedded server of this test's own, which it may stop and restart."""
     with embedded_server(Path(tempfile.mkdtemp(dir=pg_root)) / "pgdata") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def bouncer(database: TestDatabase) -> Iterator[PgBouncer]:
+    """The session's PgBouncer (pool_mode = transaction) in front of the session's server."""
+    with PgBouncer(database.dsn, pool_size=10) as started:
+        yield started
+
+
+# The routes to PostgreSQL that the data API tests run through (``route`` fixture).
+ROUTES = ("direct", "pgbouncer")
+
+
+@pytest.fixture(scope="module", params=ROUTES)
+def route(request: pytest.FixtureRequest) -> Callable[[str], tuple[str, dict[str, Any]]]:
+    """``route(dsn) -> (dsn, database section)``: the DSN as is, or through the session's
+    PgBouncer in transaction mode with ``POOLER = transaction``; a module's tests run once per
+    route."""
+    if request.param == "direct":
+        return lambda dsn: (dsn, {})
+    bouncer: PgBouncer = request.getfixturevalue("bouncer")
+    return lambda dsn: (bouncer.dsn_for(dsn), {"pooler": "transaction"})
 
 
 def make_settings(dsn: str, **sections: dict[str, Any]) -> Settings:

@@ -123,8 +123,12 @@ def bearer(value: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def auth_client(authenticator: str, suffix: str,
+def auth_client(authenticator: str, suffix: str, route: Callable[[str], Any],
                 make_client: Callable[..., TestClient]) -> Callable[..., TestClient]:
+    """Clients of the authenticator, directly and then through PgBouncer (transaction mode):
+    roles, claims and RLS must hold on server connections shared by every request."""
+    dsn, database = route(authenticator)
+
     def make(**auth: Any) -> TestClient:
         values: dict[str, Any] = {
             "jwt_secret": SECRET, "anonymous_role": "web_anon",
@@ -136,7 +140,7 @@ def auth_client(authenticator: str, suffix: str,
         }
         values.update(auth)
         pool = values.pop("pool", {})
-        return make_client(authenticator, auth=values, pool=pool)
+        return make_client(dsn, database=database, auth=values, pool=pool)
 
     return make
 

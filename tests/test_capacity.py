@@ -119,6 +119,18 @@ def test_budget_arithmetic() -> None:
     assert budget_warning(9, 10, 100, 3, 5) is None
 
 
+def test_the_budget_counts_listener_connections() -> None:
+    """Each worker's schema-reload listener is one more connection, outside its pool."""
+    assert budget_warning(9, 10, 100, 3) is None  # 90 of 97
+    message = budget_warning(9, 10, 100, 3, listeners=1)  # 99 of 97
+    assert message is not None
+    assert "9 workers x (POOL_MAX_SIZE 10 + 1 schema-reload listener) = 99" in message
+    # Behind a pooler only the listeners reach PostgreSQL directly.
+    assert budget_warning(97, 0, 100, 3, listeners=1) is None
+    message = budget_warning(98, 0, 100, 3, listeners=1)
+    assert message is not None and "98 workers x 1 schema-reload listener = 98" in message
+
+
 def _server_budget(dsn: str) -> int:
     with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
         cur.execute("SELECT current_setting('max_connections')::int "

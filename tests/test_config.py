@@ -487,7 +487,7 @@ def test_the_example_leaves_unset_keys_commented_out() -> None:
     _active, commented = example_keys()
     assert {key for section, key in commented if section == "POSTGRES"} == set(
         config._POSTGRES_KEYS
-    )
+    ) | {"LISTEN_URL"}
     assert ("SERVER", "WORKERS") in commented  # the default depends on the machine
     assert ("API", "CURSOR_SECRET") in commented
 

@@ -93,7 +93,7 @@ def test_close_db_gives_back_to_the_pool_it_came_from(app):
 def _session(pool) -> dict[str, str]:
     with pool.connection() as conn, conn.cursor() as cur:
         cur.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
-                    (["search_path", "statement_timeout", "default_transaction_read_only",
+                    (["search_path", "statement_timeout", "transaction_read_only",
                       "application_name", "work_mem"],))
         found = dict(cur.fetchall())
         found.update({f"dsn:{k}": v for k, v in conn.get_dsn_parameters().items()})
@@ -119,7 +119,7 @@ def test_the_dsns_options_and_parameters_win_over_the_pools(database):
     assert session["search_path"] == "app,public"  # kept, not replaced by our options
     assert session["work_mem"] == str(7 * 1024)  # kB
     assert session["statement_timeout"] == "4321"  # the user's wins over the default 30000
-    assert session["default_transaction_read_only"] == "on"  # ours added
+    assert session["transaction_read_only"] == "on"  # ours added
     assert session["application_name"] == "shop-api"
     assert session["dsn:keepalives_idle"] == "77"
     assert session["dsn:tcp_user_timeout"] == "2345"
@@ -139,7 +139,7 @@ def test_options_in_a_database_url_are_kept(database):
         db.close_pool()
     assert (session["search_path"], session["application_name"]) == ("app", "shop-api")
     assert session["statement_timeout"] == "30000"
-    assert session["default_transaction_read_only"] == "on"
+    assert session["transaction_read_only"] == "on"
 
 
 def test_without_dsn_parameters_the_pools_defaults_apply(database):
@@ -151,7 +151,7 @@ def test_without_dsn_parameters_the_pools_defaults_apply(database):
     finally:
         db.close_pool()
     assert session["statement_timeout"] == "1500"
-    assert session["default_transaction_read_only"] == "on"
+    assert session["transaction_read_only"] == "on"
     assert session["application_name"].startswith("pgrest worker ")
     assert session["dsn:keepalives_idle"] == "30"
     assert session["dsn:tcp_user_timeout"] == "10000"
@@ -168,7 +168,7 @@ def test_read_only_stays_on_whatever_the_dsn_says(database, caplog):
         session = _session(pool)
     finally:
         db.close_pool()
-    assert session["default_transaction_read_only"] == "on"
+    assert session["transaction_read_only"] == "on"
     assert session["search_path"] == "app"
     assert "default_transaction_read_only" in caplog.text
 

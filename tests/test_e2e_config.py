@@ -104,8 +104,35 @@ def test_the_master_warns_once_about_variables_that_match_no_key(server: Gunicor
 
 def test_the_master_warns_when_the_pools_exceed_max_connections(server: GunicornServer) -> None:
     log = server.stderr()
-    assert log.count(f"{WORKERS} workers x POOL_MAX_SIZE {TOO_BIG} = {WORKERS * TOO_BIG}") == 1
+    needed = WORKERS * (TOO_BIG + 1)  # each worker's pool and its schema-reload listener
+    assert log.count(f"{WORKERS} workers x (POOL_MAX_SIZE {TOO_BIG} + 1 schema-reload "
+                     f"listener) = {needed}") == 1
     assert "max_connections" in log
+
+
+def _admitted(dsn: str) -> int:
+    import contextlib
+
+    import psycopg2
+
+    with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_setting('max_connections')::int "
+                    "- current_setting('superuser_reserved_connections')::int "
+                    "- coalesce(current_setting('reserved_connections', true), '0')::int")
+        return cur.fetchone()[0]
+
+
+@pytest.mark.parametrize("channel", ["pgrest", ""])
+def test_the_budget_counts_each_workers_listener(dsn: str, tmp_path: Path, channel: str) -> None:
+    """Pools that fill the budget exactly fit, until each worker's listener connection (one
+    more per worker, outside its pool) is counted; without a listener they fit."""
+    max_size = _admitted(dsn) // WORKERS  # WORKERS x max_size <= admitted < WORKERS x (+1)
+    env = {"DATABASE_URL": dsn, "SERVER_WORKERS": str(WORKERS), "POOL_MIN_SIZE": "0",
+           "POOL_MAX_SIZE": str(max_size), "API_RELOAD_CHANNEL": channel}
+    with GunicornServer(tmp_path, env) as server:
+        log = server.stderr()
+    warned = "schema-reload listener) = " in log and "max_connections" in log
+    assert warned == bool(channel), log[-2000:]
 
 
 def test_the_check_leaves_no_connection_behind(server: GunicornServer, dsn: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -68,8 +68,9 @@ def dsn(database: TestDatabase) -> str:
 
 
 @pytest.fixture(scope="module")
-def client(dsn: str) -> Iterator[TestClient]:
-    with app_client(dsn, api={"max_rows": 50, "default_limit": 4}) as client:
+def client(dsn: str, route: Callable[[str], Any]) -> Iterator[TestClient]:
+    url, database = route(dsn)  # directly, then through PgBouncer (transaction mode)
+    with app_client(url, database=database, api={"max_rows": 50, "default_limit": 4}) as client:
         yield client
 
 

@@ -10,6 +10,8 @@ import io
 import json
 import time
 import tracemalloc
+from collections.abc import Callable
+from typing import Any
 
 import psycopg2
 import pytest
@@ -64,9 +66,10 @@ def dsn(database: TestDatabase) -> str:
 
 
 @pytest.fixture(scope="module")
-def app(dsn: str):
+def app(dsn: str, route: Callable[[str], Any]):
+    url, database = route(dsn)  # directly, then through PgBouncer (transaction mode)
     db.close_pool()
-    yield create_app(make_settings(dsn, api={"max_export_rows": 100_000}))
+    yield create_app(make_settings(url, database=database, api={"max_export_rows": 100_000}))
     db.close_pool()
 
 

@@ -5,7 +5,7 @@ between pages; bad cursors are 400s. Real PostgreSQL."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg2.extensions
@@ -73,8 +73,9 @@ def dsn(database: TestDatabase) -> str:
 
 
 @pytest.fixture(scope="module")
-def client(dsn: str) -> Iterator[TestClient]:
-    with app_client(dsn) as client:
+def client(dsn: str, route: Callable[[str], Any]) -> Iterator[TestClient]:
+    url, database = route(dsn)  # directly, then through PgBouncer (transaction mode)
+    with app_client(url, database=database) as client:
         yield client
 
 

@@ -1,6 +1,6 @@
 """get_db(readonly=False): how a hand-written endpoint writes, on real PostgreSQL.
 
-Every connection starts with ``default_transaction_read_only=on``; ``get_db(readonly=False)``
+Every transaction begins ``READ ONLY`` (psycopg2's ``readonly``); ``get_db(readonly=False)``
 makes the request's transactions READ WRITE, the endpoint commits, and the pool makes the
 connection read-only again when the request gives it back.
 """
@@ -115,7 +115,7 @@ def test_a_writable_autocommit_connection_is_read_only_again(app: flask.Flask) -
         with conn.cursor() as cur:
             cur.execute(INSERT, ("autocommitted",))
     with app.app_context(), db.get_db().cursor() as cur:
-        cur.execute("SHOW default_transaction_read_only")
+        cur.execute("SHOW transaction_read_only")
         assert cur.fetchone()[0] == "on"
         with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
             cur.execute(INSERT, ("after autocommit",))

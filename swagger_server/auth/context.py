@@ -2,7 +2,9 @@
 
 The preamble is ONE ``SELECT`` of ``set_config(name, value, true)`` calls, all values bound
 parameters, sent in the same round trip as the request's query (``Preamble.prepend``). Like
-PostgREST it sets, transaction-locally (``is_local = true``, so COMMIT or ROLLBACK undoes it):
+PostgREST it sets, transaction-locally (``is_local = true``, so COMMIT or ROLLBACK undoes it),
+after the service's own transaction settings (``statement_timeout``: swagger_server/db/
+transaction.py, passed in as ``settings``):
 
 1. the role's own settings (``ALTER ROLE web_user SET statement_timeout = '2s'``), which
    ``SET ROLE`` does not apply by itself: read from ``pg_db_role_setting`` (the database-specific
@@ -233,9 +235,14 @@ class Preamble:
         return combined, {**self.params, **(params or {})}
 
 
-def build_preamble(facts: RoleFacts, identity: Identity, method: str, path: str) -> Preamble:
+def build_preamble(facts: RoleFacts, identity: Identity, method: str, path: str,
+                   settings: Sequence[tuple[str, str]] = ()) -> Preamble:
     """The preamble for a role that passed :meth:`RoleCatalog.check`. Refuses (ForbiddenRole)
-    facts of a refused role, so that nothing can run as it by mistake."""
+    facts of a refused role, so that nothing can run as it by mistake.
+
+    ``settings`` are the service's own transaction settings (``statement_timeout``...,
+    swagger_server/db/transaction.py), set first: the role's own settings then win over them,
+    as they would over the server's defaults."""
     if facts.refusal is not None:
         raise ForbiddenRole(facts.role, facts.refusal)
     if identity.role != facts.role:
@@ -248,6 +255,9 @@ def build_preamble(facts: RoleFacts, identity: Identity, method: str, path: str)
         value_param = sql.Placeholder(PARAM_PREFIX + key)
         items.append(sql.SQL("set_config({}, {}, true)").format(name, value_param))
 
+    for index, (name, value) in enumerate(settings):  # the service's, then the role's
+        params[f"{PARAM_PREFIX}sn{index}"] = name
+        set_local(sql.Placeholder(f"{PARAM_PREFIX}sn{index}"), value, f"sv{index}")
     for index, (name, value) in enumerate(facts.settings):
         params[f"{PARAM_PREFIX}n{index}"] = name
         set_local(sql.Placeholder(f"{PARAM_PREFIX}n{index}"), value, f"v{index}")

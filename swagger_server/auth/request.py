@@ -3,7 +3,8 @@ in the request's worker thread), and that identity's role and claims on the requ
 connection (:func:`attach`), sent in the same round trip as each transaction's first statement.
 
 When no auth is configured (no JWT key material, no API keys, no anonymous role) nothing here
-runs: no identity, no role switch, the connection's cursors are plain psycopg2 cursors.
+runs: no identity, no role switch; the connection's cursors carry the pool's own transaction
+settings only (swagger_server/db/transaction.py).
 
 The role switch travels with the statements: :func:`attach` points the connection's
 ``cursor_factory`` at a :class:`RoleBinding`, whose cursors put the preamble
@@ -11,21 +12,21 @@ The role switch travels with the statements: :func:`attach` points the connectio
 first statement of every transaction the request opens (``preamble; statement`` in one
 ``execute``: psycopg2 returns the last statement's result). Everything it sets is
 transaction-local, so COMMIT or ROLLBACK (the pool's reset) undoes it; :func:`detach` then
-unhooks the binding before the connection goes back to the pool, so a preamble never reaches
-the next request, not even one that failed before its first statement.
+puts the connection's own binding back before it goes back to the pool, so a role's preamble
+never reaches the next request, not even one that failed before its first statement. The role's
+preamble starts with the connection's own settings (``statement_timeout``...): one preamble,
+one place.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 from typing import Any
 
 import psycopg2.errors
 from flask import Flask, current_app, g, request
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
-from psycopg2.extensions import cursor as PlainCursor
 
 from swagger_server.auth.context import RoleCatalog, build_preamble
 from swagger_server.auth.errors import CredentialsRequired, ForbiddenRole, InvalidToken
@@ -33,6 +34,7 @@ from swagger_server.auth.identity import Identity
 from swagger_server.auth.keys import ApiKeyVerifier
 from swagger_server.auth.settings import AuthSettings
 from swagger_server.auth.tokens import TokenVerifier
+from swagger_server.db.transaction import BindingSpent, PreambleBinding, PreambleCursor
 
 log = logging.getLogger(__name__)
 
@@ -131,98 +133,25 @@ def current_role() -> str | None:
 # ------------------------------------------------------------------ the role on the connection
 
 
-class RoleBinding:
-    """A connection's ``cursor_factory`` while a request owns it: cursors that open each
-    transaction with the preamble, until :func:`detach` clears it."""
+class RoleBinding(PreambleBinding):
+    """A connection's ``cursor_factory`` while a request owns it: its preamble starts with the
+    connection's own settings (``base``, put back by :func:`detach`), then sets the role; a
+    statement in autocommit mode, or after :func:`detach`, is refused (:class:`BindingSpent`)
+    rather than run as the authenticator with no claims."""
 
-    def __init__(self, preamble: tuple[Any, Any]) -> None:
-        self._preamble: tuple[Any, Any] | None = preamble
-        self._lock = threading.Lock()
-
-    def __call__(self, conn: Any, name: str | None = None) -> RoleCursor:
-        cursor = RoleCursor(conn, name)
-        cursor.binding = self
-        return cursor
-
-    def take(self) -> tuple[Any, Any] | None:
-        with self._lock:
-            return self._preamble
-
-    def clear(self) -> None:
-        with self._lock:
-            self._preamble = None
+    autocommit_ok = False
 
 
-class RoleBindingSpent(RuntimeError):
-    """A statement on a connection bound to a role that cannot carry the role's preamble
-    (autocommit, or the binding already cleared): refused rather than run as the
-    authenticator with no claims."""
-
-
-class RoleCursor(PlainCursor):
-    """Prepends the binding's preamble to a statement that starts a transaction."""
-
-    binding: RoleBinding | None = None
-
-    def execute(self, query: Any, vars: Any = None) -> None:
-        preamble = self._pending()
-        if preamble is None:
-            return super().execute(query, vars)
-        head = self.mogrify(*preamble)
-        if self.name is not None:
-            # A named (server-side) cursor's statement goes into a DECLARE: no room in front.
-            # The preamble then costs its own round trip (nothing here uses named cursors).
-            PlainCursor(self.connection).execute(head)
-            return super().execute(query, vars)
-        # Interpolated client-side (as psycopg2 always does), each with its own parameters:
-        # any parameter style and a literal % in either keep working.
-        body = self.mogrify(query, vars) if vars is not None else _text(query, self)
-        return super().execute(head + b";\n" + body)
-
-    def executemany(self, query: Any, vars_list: Any) -> None:
-        preamble = self._pending()
-        if preamble is not None:
-            super().execute(self.mogrify(*preamble))  # its own round trip: rare, and correct
-        return super().executemany(query, vars_list)
-
-    def callproc(self, procname: Any, parameters: Any = None) -> Any:
-        preamble = self._pending()
-        if preamble is not None:
-            super().execute(self.mogrify(*preamble))
-        return super().callproc(procname, parameters)
-
-    def _pending(self) -> tuple[Any, Any] | None:
-        """The preamble, when this statement will open the transaction. Refuses
-        (:class:`RoleBindingSpent`) a statement that would run as the authenticator although
-        the connection is bound to a role: without a transaction to set the role in
-        (autocommit), or after the binding was cleared."""
-        binding = self.binding
-        conn = self.connection
-        if binding is None:
-            return None
-        if conn.autocommit:
-            raise RoleBindingSpent("autocommit: no transaction to set the request's role in")
-        if conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
-            return None  # inside the transaction the preamble opened
-        preamble = binding.take()
-        if preamble is None:
-            raise RoleBindingSpent("the request's role binding was already cleared")
-        return preamble
-
-
-def _text(query: Any, cursor: Any) -> bytes:
-    if isinstance(query, bytes):
-        return query
-    if isinstance(query, str):
-        return query.encode("utf-8")
-    return query.as_string(cursor.connection).encode("utf-8")
+RoleBindingSpent = BindingSpent
+RoleCursor = PreambleCursor
 
 
 def attach(conn: Any) -> None:
     """Make ``conn`` run this request's transactions as its identity's role (no-op without
     auth). Checks the role first (:class:`ForbiddenRole`: nothing runs as it); a role not in the
     cache costs one catalog query, rolled back, as the authenticator."""
-    conn.cursor_factory = None
+    base = _base(conn)
+    conn.cursor_factory = base
     identity: Identity | None = g.get("identity")
     if identity is None:
         return
@@ -230,8 +159,17 @@ def attach(conn: Any) -> None:
     facts = _role_facts(authenticator.roles, conn, identity.role)
     if facts.bypass_rls:
         log.debug("role %s has BYPASSRLS", identity.role)
-    preamble = build_preamble(facts, identity, request.method, request.path)
-    conn.cursor_factory = RoleBinding((preamble.statement, preamble.params))
+    settings = base.settings if base is not None else ()
+    preamble = build_preamble(facts, identity, request.method, request.path, settings)
+    conn.cursor_factory = RoleBinding((preamble.statement, preamble.params), settings, base)
+
+
+def _base(conn: Any) -> PreambleBinding | None:
+    """The connection's own binding (the pool's transaction settings), under any role's."""
+    binding = conn.cursor_factory
+    while isinstance(binding, RoleBinding):
+        binding = binding.base
+    return binding if isinstance(binding, PreambleBinding) else None
 
 
 def _role_facts(roles: RoleCatalog, conn: Any, role: str) -> Any:
@@ -254,4 +192,4 @@ def detach(conn: Any) -> None:
     binding = conn.cursor_factory
     if isinstance(binding, RoleBinding):
         binding.clear()
-    conn.cursor_factory = None
+    conn.cursor_factory = _base(conn)

@@ -18,8 +18,9 @@ from flask import Flask, current_app, g
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
 from swagger_server.auth import request as request_auth
-from swagger_server.config import Settings
+from swagger_server.config import Settings, option_settings
 from swagger_server.db.pool import Connection, ConnectionPool
+from swagger_server.db.transaction import PreambleBinding, connection_defaults
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +30,61 @@ _pool: ConnectionPool | None = None
 _pool_lock = threading.Lock()
 
 
-# Always ours, whatever the DSN says: the service's promise that a transaction is read-only
-# unless its code asks otherwise.
-_ENFORCED_OPTIONS = "-c default_transaction_read_only=on"
 _READ_ONLY_SWITCH = re.compile(r"default[_-]transaction[_-]read[_-]only", re.IGNORECASE)
+_READ_ONLY_NAMES = ("default_transaction_read_only", "transaction_read_only")
+
+
+def _dsn_options(settings: Settings) -> str:
+    assert settings.database.dsn is not None
+    return psycopg2.extensions.parse_dsn(settings.database.dsn).get("options", "").strip()
+
+
+# Directly, always ours whatever the DSN says (a session default, besides BEGIN READ ONLY).
+_ENFORCED_OPTIONS = "-c default_transaction_read_only=on"
 
 
 def connect_options(settings: Settings, user_options: str = "") -> str:
-    """Session settings sent in the startup packet: no extra round trip per connection.
+    """Directly on PostgreSQL: session settings sent in the startup packet, which cost nothing
+    per transaction (the session is the service's alone).
 
     PostgreSQL applies the ``-c`` switches in order and the last one for a name wins, so the
     order says who wins: our defaults first, then the DSN's ``options`` (a user's
     ``statement_timeout`` or ``search_path`` beats ours), then what the service enforces.
+    Behind a transaction pooler there are none: see :func:`transaction_settings`.
     """
     defaults = f"-c statement_timeout={settings.pool.statement_timeout}"
     return " ".join(part for part in (defaults, user_options.strip(), _ENFORCED_OPTIONS) if part)
+
+
+def transaction_settings(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """Behind a transaction pooler (``POSTGRES_POOLER=transaction``): what every transaction
+    sets first, in its preamble (swagger_server/db/transaction.py), since the session is not
+    ours and PgBouncer refuses startup ``options``: ``statement_timeout`` (``STATEMENT_TIMEOUT``,
+    or the DSN's own ``-c statement_timeout``, which wins as it does directly), then each of the
+    DSN's other ``-c`` settings. Read-only is not among them: transactions begin ``READ ONLY``
+    in every mode (:func:`swagger_server.db.transaction.connection_defaults`).
+
+    Directly: nothing (the startup options carry them, :func:`connect_options`), so a request
+    without auth sends no preamble at all.
+    """
+    if not settings.database.behind_pooler:
+        return ()
+    # Checked at start (config.py): only -c settings.
+    given = option_settings(_dsn_options(settings))
+    timeout = next((value for name, value in reversed(given) if name == "statement_timeout"),
+                   str(settings.pool.statement_timeout))
+    return (("statement_timeout", timeout), *(
+        (name, value) for name, value in given
+        if name != "statement_timeout" and name not in _READ_ONLY_NAMES))
+
+
+def _startup_settings(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """The DSN's ``-c`` settings (for the warning about read-only); () when not parseable:
+    then they go to PostgreSQL as they are, directly."""
+    try:
+        return option_settings(_dsn_options(settings))
+    except ValueError:
+        return ()
 
 
 # Over TCP, notice a peer that vanished (no ACKs) instead of waiting for the kernel's two-hour
@@ -61,16 +102,19 @@ _TCP_DEFAULTS: dict[str, int] = {
 
 def connection_params(settings: Settings, pid: int | None = None) -> dict[str, Any]:
     """The pool's connection parameters merged with the DSN's: a parameter the DSN gives wins
-    (application_name, connect_timeout, keepalives*, tcp_user_timeout); ``options`` are
-    combined (see :func:`connect_options`).
+    (application_name, connect_timeout, keepalives*, tcp_user_timeout).
 
     Keyword arguments to ``psycopg2.connect`` replace the DSN's parameters of the same name,
-    so only what the DSN leaves unset is passed, plus the merged ``options``.
+    so only what the DSN leaves unset is passed. ``options``: directly, ours combined with the
+    DSN's (:func:`connect_options`); behind a pooler an empty string (PgBouncer refuses the
+    parameter; libpq then sends none, not even ``PGOPTIONS``): the settings travel per
+    transaction instead (:func:`transaction_settings`).
     """
     assert settings.database.dsn is not None
     given = psycopg2.extensions.parse_dsn(settings.database.dsn)
     params: dict[str, Any] = {k: v for k, v in _TCP_DEFAULTS.items() if k not in given}
-    params["options"] = connect_options(settings, given.get("options", ""))
+    params["options"] = ("" if settings.database.behind_pooler
+                         else connect_options(settings, given.get("options", "")))
     params["application_name"] = given.get(
         "application_name", f"{SERVICE_NAME} worker {pid or os.getpid()}"
     )
@@ -89,10 +133,11 @@ def create_pool(settings: Settings) -> ConnectionPool:
     pid = os.getpid()
     log.info("creating pool for pid %s on %s", pid, settings.database.safe_dsn)
     params = connection_params(settings, pid)
-    if _READ_ONLY_SWITCH.search(psycopg2.extensions.parse_dsn(settings.database.dsn).get(
-            "options", "")):
+    if _READ_ONLY_SWITCH.search(_dsn_options(settings)) or any(
+            name in _READ_ONLY_NAMES for name, _ in _startup_settings(settings)):
         log.warning("the DSN's options set default_transaction_read_only: ignored, transactions "
                     "start read-only unless the service's code asks otherwise")
+    binding = PreambleBinding.of_settings(transaction_settings(settings))
     return ConnectionPool(
         settings.database.dsn,
         min_size=pool.min_size,
@@ -109,6 +154,7 @@ def create_pool(settings: Settings) -> ConnectionPool:
         watch_interval=pool.query_deadline_margin / 4,
         leak_threshold=pool.leak_threshold,
         reconnect_max_delay=pool.reconnect_max_delay,
+        defaults=connection_defaults(binding),
         **params,
     )
 
@@ -152,7 +198,7 @@ def get_db(readonly: bool = True) -> Connection:
     preamble travels with each transaction's first statement: swagger_server/auth/request.py);
     a role the service may not become is a 403 here, before anything runs.
 
-    Its transactions are read-only (the session default). ``get_db(readonly=False)`` makes the
+    Its transactions are read-only (``BEGIN READ ONLY``). ``get_db(readonly=False)`` makes the
     request's transactions ``READ WRITE``: call it before the request's first query, and commit
     yourself (``with conn:`` commits on success, rolls back on an exception). What is not
     committed is rolled back when the request ends, and the pool makes the connection read-only

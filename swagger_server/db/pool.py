@@ -150,6 +150,7 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         connect_timeout: float = 5.0,
         application_name: str = "pgrest",
         configure: Callable[[Connection], None] | None = None,
+        defaults: Callable[[Connection], None] | None = None,
         maintenance_interval: float = 1.0,
         query_deadline: float = 0.0,
         watch_interval: float = 0.25,
@@ -175,6 +176,9 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         self.connect_timeout = connect_timeout
         self.application_name = application_name
         self._configure = configure
+        # Client-side state every user starts from (read-only, cursor factory): applied to a
+        # new connection and to each returned one; no round trip.
+        self._defaults = defaults
         self._maintenance_interval = maintenance_interval
         self.observer: PoolObserver | None = None
         self.query_deadline = query_deadline  # seconds without an answer; 0 = not watched
@@ -514,9 +518,12 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             with self._lock:
                 self._attempting = False
             raise
-        if self._configure is not None:
+        if self._configure is not None or self._defaults is not None:
             try:
-                self._configure(conn)
+                if self._defaults is not None:
+                    self._defaults(conn)
+                if self._configure is not None:
+                    self._configure(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -602,6 +609,9 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
                 conn.rollback()
             elif status != _STATUS.TRANSACTION_STATUS_IDLE:
                 return False  # a query still running, or the connection is lost
+            if self._defaults is not None:
+                self._defaults(conn)  # e.g. get_db(readonly=False): read-only again
+                return conn.info.transaction_status == _STATUS.TRANSACTION_STATUS_IDLE
             if conn.autocommit:
                 conn.autocommit = False
             if (conn.readonly, conn.deferrable, conn.isolation_level) != (None, None, None):
@@ -700,7 +710,8 @@ def _readable(conn: Connection) -> bool:
 def _ping(conn: Connection) -> bool:
     try:
         conn.autocommit = True  # a bare statement: no BEGIN/ROLLBACK round trips
-        with conn.cursor() as cur:
+        # A plain cursor: no preamble for a ping (swagger_server/db/transaction.py).
+        with conn.cursor(cursor_factory=psycopg2.extensions.cursor) as cur:
             cur.execute("SELECT 1")
         conn.autocommit = False
         return True

@@ -120,8 +120,11 @@ _BUDGET_SQL = (
 )
 
 
-def connection_budget_warning(dsn: str, workers: int, max_size: int) -> str | None:
-    """A warning when ``workers x max_size`` exceeds what the server admits, else ``None``.
+def connection_budget_warning(dsn: str, workers: int, max_size: int,
+                              listeners: int = 0) -> str | None:
+    """A warning when the workers' connections exceed what the server admits, else ``None``:
+    ``workers x (max_size + listeners)``, ``listeners`` being the connections each worker holds
+    outside its pool (the schema-reload listener: 1, or 0 without one).
 
     One short connection, closed at once (call it before fork). A database that cannot be
     reached is a warning too, never an exception: it must not stop the start.
@@ -135,21 +138,28 @@ def connection_budget_warning(dsn: str, workers: int, max_size: int) -> str | No
     except psycopg2.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"could not check the database's max_connections at start: {reason}"
-    return budget_warning(workers, max_size, max_connections, superuser_reserved, reserved)
+    return budget_warning(workers, max_size, max_connections, superuser_reserved, reserved,
+                          listeners)
 
 
 def budget_warning(workers: int, max_size: int, max_connections: int,
-                   superuser_reserved: int, reserved: int = 0) -> str | None:
-    needed = workers * max_size
+                   superuser_reserved: int, reserved: int = 0,
+                   listeners: int = 0) -> str | None:
+    needed = workers * (max_size + listeners)
     budget = max_connections - superuser_reserved - reserved
     if needed <= budget:
         return None
     reserved_text = f"{superuser_reserved} superuser_reserved_connections"
     if reserved:
         reserved_text += f" and {reserved} reserved_connections"
+    parts = [f"POOL_MAX_SIZE {max_size}"] if max_size else []
+    if listeners:
+        parts.append(f"{listeners} schema-reload listener" + ("s" if listeners > 1 else ""))
+    per_worker = parts[0] if len(parts) == 1 else f"({' + '.join(parts)})"
+    what = "the pools" if max_size else "the schema-reload listeners"
     return (
-        f"the pools may need more connections than the database admits: {workers} workers x "
-        f"POOL_MAX_SIZE {max_size} = {needed}, but max_connections {max_connections} minus "
+        f"{what} may need more connections than the database admits: {workers} workers x "
+        f"{per_worker} = {needed}, but max_connections {max_connections} minus "
         f"{reserved_text} leaves {budget} (for every client, not just this service): "
         "lower SERVER_WORKERS or POOL_MAX_SIZE, or raise max_connections"
     )

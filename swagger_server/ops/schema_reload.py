@@ -9,6 +9,12 @@ other payload is ignored (the channel may be shared with other tools).
 A lost connection is retried every ``RETRY_DELAY`` seconds; once back, the cache is invalidated
 once, since notifications sent meanwhile were missed. Logged once when listening, once when
 lost, once when back. ``CATALOG_TTL`` stays the fallback.
+
+The listener connects to ``[POSTGRES] LISTEN_URL`` when set, else to the main DSN. Behind a
+transaction pooler (``[POSTGRES] POOLER = transaction``) LISTEN cannot go through it (the
+pooler hands the session to other clients between transactions, and the notifications with
+it): without a LISTEN_URL there is no listener, and the master says so once at start
+(:func:`startup_note`); the TTL and SIGUSR1 still reload.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from psycopg2 import sql
 
 from swagger_server.config import Settings
 from swagger_server.data import catalog
-from swagger_server.db import SERVICE_NAME, connection_params
+from swagger_server.db import _TCP_DEFAULTS, SERVICE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +44,12 @@ RETRY_DELAY = 1.0  # seconds between attempts to get the connection back
 
 class ReloadListener:
     def __init__(self, settings: Settings, cache: catalog.CatalogCache | None = None) -> None:
-        assert settings.database.dsn is not None
-        self._dsn = settings.database.dsn
+        dsn = settings.database.listen_dsn
+        assert dsn is not None, "no DSN to LISTEN on (behind a pooler without LISTEN_URL)"
+        self._dsn = dsn
         self._channel = settings.api.reload_channel
         self._cache = cache or catalog.CACHE
-        params = connection_params(settings)
-        # The pool enforces its (float) connect timeout itself; libpq wants whole seconds.
-        params["connect_timeout"] = max(1, math.ceil(float(params["connect_timeout"])))
-        if "application_name" not in psycopg2.extensions.parse_dsn(self._dsn):
-            # Not "pgrest worker ...": that name counts the pools' connections.
-            params["application_name"] = f"{SERVICE_NAME} listener {os.getpid()}"
-        self._params = params
+        self._params = listener_params(settings, dsn)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reload-listener", daemon=True)
         self.reloads = 0  # invalidations done (notifications and reconnections)
@@ -111,14 +112,44 @@ class ReloadListener:
                 self._invalidate()
 
 
+def listener_params(settings: Settings, dsn: str) -> dict[str, object]:
+    """The listener's connection parameters besides ``dsn``'s own (which win): the pool's TCP
+    defaults, its timeout, its own application name. No options: it only LISTENs."""
+    given = psycopg2.extensions.parse_dsn(dsn)
+    params: dict[str, object] = {k: v for k, v in _TCP_DEFAULTS.items() if k not in given}
+    # libpq wants whole seconds.
+    params["connect_timeout"] = max(1, math.ceil(float(
+        given.get("connect_timeout", settings.pool.connect_timeout))))
+    if "application_name" not in given:
+        # Not "pgrest worker ...": that name counts the pools' connections.
+        params["application_name"] = f"{SERVICE_NAME} listener {os.getpid()}"
+    return params
+
+
+def listening(settings: Settings) -> bool:
+    """Whether each worker runs a listener (and so holds one connection outside its pool)."""
+    return bool(settings.api.reload_channel) and settings.database.listen_dsn is not None
+
+
+def startup_note(settings: Settings) -> str | None:
+    """The master's one line at start when LISTEN is unavailable behind a pooler."""
+    if not settings.api.reload_channel or listening(settings):
+        return None
+    reason = ("LISTEN_URL is off" if settings.database.listen_url == "off" else
+              "POSTGRES_POOLER=transaction and no POSTGRES_LISTEN_URL")
+    return (f"schema reload: no NOTIFY listener ({reason}); catalogs reload after "
+            f"CATALOG_TTL ({settings.api.catalog_ttl:g} s) or on SIGUSR1 to the master")
+
+
 _listener: ReloadListener | None = None
 
 
 def start_listener(settings: Settings) -> ReloadListener | None:
-    """This process's listener (gunicorn ``post_fork``); none when RELOAD_CHANNEL is empty."""
+    """This process's listener (gunicorn ``post_fork``); none when RELOAD_CHANNEL is empty or
+    there is nothing to LISTEN on (:func:`startup_note`)."""
     global _listener
     stop_listener()
-    if not settings.api.reload_channel:
+    if not listening(settings):
         return None
     _listener = ReloadListener(settings).start()
     return _listener
