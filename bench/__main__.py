@@ -78,8 +78,7 @@ def servers(dsn: str, wanted: set[str], workers: int,
         for name in sorted(wanted):
             app, pool = SERVERS[name]
             bases[name] = stack.enter_context(gunicorn(
-                app, dsn, worker_class, workers, {"BENCH_POOL": pool} if pool else None,
-                probe="/health/live"))
+                app, dsn, worker_class, workers, {"BENCH_POOL": pool}, probe="/health/live"))
         yield bases
 
 

@@ -10,7 +10,8 @@ PAGE = 1000
 
 # The gunicorn servers: app and BENCH_POOL (bench/variants_wsgi.py) for each.
 SERVERS: dict[str, tuple[str, str]] = {
-    "service": ("wsgi:application", ""),
+    # wsgi.py's app plus GET /bench/no-db (bench/variants_wsgi.py), the service's own pool.
+    "service": ("bench.variants_wsgi:application", "ours"),
     "connect": ("bench.variants_wsgi:application", "connect"),
     "seed": ("bench.variants_wsgi:application", "seed"),
     "psycopg_pool": ("bench.variants_wsgi:application", "psycopg_pool"),
@@ -35,7 +36,9 @@ VARIANTS: tuple[Variant, ...] = (
             rows=PAGE),
     Variant("rows_json_agg", f"pgbench: plain json_agg of {PAGE} rows", sql="json_agg", rows=PAGE),
     Variant("root", "GET / (select 1), our pool", "service", "/"),
-    Variant("no_db", "no database: GET /health/live, same stack", "service", "/health/live"),
+    Variant("no_db", "no database: a Flask view, same stack", "service", "/bench/no-db"),
+    Variant("live", "GET /health/live (on the event loop, before Flask)", "service",
+            "/health/live"),
     Variant("connect", "GET /, new connection per request", "connect", "/"),
     Variant("seed", "GET /, the seed's ThreadedConnectionPool(1, 20)", "seed", "/"),
     Variant("psycopg_pool", "GET /, psycopg_pool ConnectionPool(10, 10)", "psycopg_pool", "/"),

@@ -1,7 +1,11 @@
-"""The same app with another pool behind ``get_db()``: the benchmark's reference variants only.
+"""The service's app for the benchmark: the same app (``wsgi.py``'s), plus ``GET /bench/no-db``,
+a Flask view that touches no database (the stack's own cost: ASGI middleware, Connexion, the
+a2wsgi thread hop, Flask; ``/health/live`` is answered before all that, on the event loop); and,
+for the reference variants, another pool behind ``get_db()``.
 
-``BENCH_POOL`` picks it (the views, Connexion stack and worker class stay the same):
+``BENCH_POOL`` picks the pool (the views, Connexion stack and worker class stay the same):
 
+- ``ours`` (default): the service's own ConnectionPool, untouched;
 - ``seed``: psycopg2's ThreadedConnectionPool(1, 20), as the seed pooled;
 - ``connect``: a new connection per request, closed after it;
 - ``psycopg_pool``: psycopg 3's ConnectionPool(MAX_SIZE, MAX_SIZE);
@@ -18,11 +22,14 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg2
+from flask import Response, jsonify
 from psycopg2.pool import ThreadedConnectionPool
 
-from swagger_server import db
+from swagger_server import config, db
 from swagger_server.app import create_app
 from swagger_server.config import Settings, load_settings
+
+NO_DB_PATH = "/bench/no-db"
 
 
 class _Seed:
@@ -111,10 +118,20 @@ def _variant_pool(settings: Settings | None = None) -> Any:
     global _pool, _pid
     with _lock:
         if _pool is None or _pid != os.getpid():
-            _pool = POOLS[os.environ.get("BENCH_POOL", "seed")](load_settings())
+            _pool = POOLS[os.environ["BENCH_POOL"]](load_settings())
             _pid = os.getpid()
         return _pool
 
 
-db.get_pool = _variant_pool  # get_db() and close_db() look it up at call time
-application = create_app()
+def no_db() -> Response:
+    return jsonify(status="ok")
+
+
+_variant = os.environ.get("BENCH_POOL", "ours")
+if _variant != "ours":
+    if _variant not in POOLS:
+        raise RuntimeError(f"BENCH_POOL={_variant!r}: one of ours, {', '.join(POOLS)}")
+    db.get_pool = _variant_pool  # get_db() and close_db() look it up at call time
+application = create_app(config.process_settings())  # as wsgi.py builds it
+# Not in the spec: Connexion passes the request on to Flask, unvalidated, like any unknown path.
+application.add_url_rule(NO_DB_PATH, "bench_no_db", no_db)
