@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -84,9 +85,14 @@ def servers(dsn: str, wanted: set[str], workers: int,
 
 def measure(variant: Variant, c: int, seconds: int, bases: dict[str, str],
             sql: dict[str, str], dsn: str) -> Measure:
-    if variant.server is None:
-        return load.pgbench(dsn, sql[variant.sql], seconds, c)
-    return load.wrk(bases[variant.server] + variant.path, seconds, c)
+    """One run; a run that fails counts as one error with no rate, and the benchmark goes on."""
+    try:
+        if variant.server is None:
+            return load.pgbench(dsn, sql[variant.sql], seconds, c)
+        return load.wrk(bases[variant.server] + variant.path, seconds, c)
+    except (RuntimeError, subprocess.SubprocessError) as exc:
+        print(f"c={c}: {variant.label}: failed: {exc}", file=sys.stderr, flush=True)
+        return Measure(0.0, 0.0, 0.0, errors=1)
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -104,7 +110,8 @@ def run(args: argparse.Namespace) -> Path:
             for c in args.concurrencies:
                 if args.warmup:
                     for variant in args.selected:  # connections opened, code paths hot
-                        measure(variant, c, args.warmup, bases, sql, dsn)
+                        if variant.server is not None:  # pgbench connects anew each run
+                            measure(variant, c, args.warmup, bases, sql, dsn)
                 # Interleaved: A, B, C, A, B, C...; a noisy moment hurts every variant alike.
                 for round_no in range(1, args.rounds + 1):
                     for variant in args.selected:

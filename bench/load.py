@@ -101,6 +101,9 @@ def parse_pgbench(out: str, latencies_us: list[float]) -> Measure:
     tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
     failed = re.search(r"number of failed transactions: (\d+)", out)
     if tps is None:
+        if re.search(r"number of transactions actually processed: 0\b", out):
+            # Its clients were still connecting when the time was up (pgbench prints no tps).
+            return Measure(0.0, 0.0, 0.0, int(failed.group(1)) if failed else 0)
         raise RuntimeError(f"no tps in pgbench's output:\n{out}")
     p50 = p99 = 0.0
     if len(latencies_us) >= 2:

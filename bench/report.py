@@ -173,7 +173,7 @@ def update_readme(readme: Path, md: Path, png: Path) -> None:
         raise RuntimeError(f"README.md lacks the markers {README_START!r} ... {README_END!r}")
     body = md.read_text(encoding="utf-8")
     tables = body.split("\n## Machine and run")[0].split("\n", 2)[2].strip()
-    rel_png, rel_md = png.resolve().relative_to(ROOT), md.resolve().relative_to(ROOT)
+    rel_png, rel_md = (os.path.relpath(p.resolve(), readme.resolve().parent) for p in (png, md))
     tables = tables.replace(f"]({png.name})", f"]({rel_png})")
     block = (f"{README_START}\nLatest run ([{rel_md}]({rel_md}), machine facts there):\n\n"
              f"{tables}\n{README_END}")
