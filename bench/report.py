@@ -7,6 +7,7 @@ import contextlib
 import os
 import platform
 import re
+import shlex
 import subprocess
 import time
 from collections.abc import Sequence
@@ -73,7 +74,7 @@ def machine_facts(dsn: str, args: argparse.Namespace) -> dict[str, str]:
                    + f", simple protocol, threads min(c, {2})",
         "measurement": f"{args.seconds} s each, {args.rounds} interleaved round(s), median; "
                        f"{args.warmup} s warm-up per variant and concurrency",
-        "command": "scripts/bench " + " ".join(args.argv),
+        "command": "scripts/bench " + shlex.join(args.argv),
     }
 
 
