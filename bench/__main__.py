@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,14 +74,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @contextlib.contextmanager
 def servers(dsn: str, wanted: set[str], workers: int,
             worker_class: str) -> Iterator[dict[str, str]]:
-    """Every gunicorn server the variants need, up for the whole run: base URL by name."""
-    with contextlib.ExitStack() as stack:
-        bases = {}
-        for name in sorted(wanted):
-            app, pool = SERVERS[name]
-            bases[name] = stack.enter_context(gunicorn(
-                app, dsn, worker_class, workers, {"BENCH_POOL": pool}, probe="/health/live"))
-        yield bases
+    """Every gunicorn server the variants need, up for the whole run: base URL by name. They
+    start side by side (each waits for its workers to answer) and stop side by side."""
+    starting = {name: gunicorn(SERVERS[name][0], dsn, worker_class, workers,
+                               {"BENCH_POOL": SERVERS[name][1]}, probe="/health/live")
+                for name in sorted(wanted)}
+    with ThreadPoolExecutor(len(starting) or 1) as pool:
+        futures = {name: pool.submit(server.__enter__) for name, server in starting.items()}
+        bases, failed = {}, []
+        for name, future in futures.items():
+            try:
+                bases[name] = future.result()
+            except Exception as exc:  # the first is raised once every server is up or failed
+                failed.append(exc)
+        try:
+            if failed:
+                raise failed[0]
+            yield bases
+        finally:
+            stops = [pool.submit(starting[name].__exit__, None, None, None) for name in bases]
+            for stop in stops:
+                stop.result()
 
 
 def measure(variant: Variant, c: int, seconds: int, bases: dict[str, str],
@@ -111,7 +125,9 @@ def run(args: argparse.Namespace) -> Path:
                 if args.warmup:
                     for variant in args.selected:  # connections opened, code paths hot
                         if variant.server is not None:  # pgbench connects anew each run
-                            measure(variant, c, args.warmup, bases, sql, dsn)
+                            # Enough connections that every worker serves (and opens its pool).
+                            measure(variant, max(c, 4 * args.workers), args.warmup, bases, sql,
+                                    dsn)
                 # Interleaved: A, B, C, A, B, C...; a noisy moment hurts every variant alike.
                 for round_no in range(1, args.rounds + 1):
                     for variant in args.selected:
