@@ -34,15 +34,20 @@ MAX_CONNECTIONS = 400
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="The service, the reference pools and the pgbench ceilings in one run, "
+                    "interleaved rounds; writes <out>/<name>.md and .png (README: Benchmark).")
     parser.add_argument("--seconds", type=int, default=3, help="each measurement (default 3)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds; the median is kept (default 3)")
     parser.add_argument("--concurrency", default="1,4,16,64",
                         help="comma-separated client counts (default 1,4,16,64)")
     parser.add_argument("--warmup", type=int, default=1,
-                        help="seconds of load before a variant's first round at a concurrency")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per server")
+                        help="seconds of load before a variant's first round at a concurrency "
+                             "(default 1)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="gunicorn workers per server (default 2)")
     parser.add_argument("--worker-class", choices=("uvicorn", "asgi"),
                         help="default: the service's configured [SERVER] WORKER_CLASS")
     parser.add_argument("--variants", default=",".join(v.key for v in VARIANTS),
@@ -55,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--readme", action="store_true",
                         help="also put the table and plot into README.md's Benchmark section")
     parser.add_argument("--quick", action="store_true",
-                        help="a first look: 2 s, one round, concurrency 1 and 4 (about 1 min)")
+                        help="a first look: 2 s, one round, concurrency 1 and 4 (1 to 2 minutes)")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     if args.quick:
@@ -63,10 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.worker_class = args.worker_class or load_settings().server.worker_class
     args.concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
     unknown = [k for k in args.variants.split(",") if k not in BY_KEY]
-    if unknown or not args.concurrencies or min(args.concurrencies) < 1 or args.seconds < 1 \
-            or args.rounds < 1:
+    if unknown or not args.concurrencies or min(args.concurrencies) < 1 \
+            or min(args.seconds, args.rounds, args.workers) < 1:
         parser.error(f"bad --variants {unknown}" if unknown else
-                     "--concurrency, --seconds and --rounds must be at least 1")
+                     "--concurrency, --seconds, --rounds and --workers must be at least 1")
     args.selected = [BY_KEY[k] for k in args.variants.split(",")]
     return args
 
