@@ -113,14 +113,20 @@ def wrk(url: str, seconds: int, connections: int, header: str | None = None) -> 
     return measure.rate
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def wrk_options(description: str) -> argparse.Namespace:
+    """The options of the topic benchmarks that compare cases with wrk; wrk made sure of."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="rounds, interleaved; median kept")
     args = parser.parse_args()
     load.ensure_wrk()
+    return args
+
+
+def main() -> None:
+    args = wrk_options(__doc__.splitlines()[0])
     cases = [
         ("seed ThreadedConnectionPool(1, 20)", "bench.variants_wsgi:application", "uvicorn", "/"),
         ("seed ThreadedConnectionPool(1, 20)", "bench.variants_wsgi:application", "asgi", "/"),
