@@ -13,9 +13,7 @@ absent), else a temporary embedded server with the demo. Ratios within one run a
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import shutil
 import statistics
 import sys
 import time
@@ -27,7 +25,7 @@ import jwt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_pool import database, wrk  # noqa: E402
+from bench.bench_pool import database, wrk, wrk_options  # noqa: E402
 from bench.bench_pool import gunicorn as serve  # noqa: E402
 from swagger_server.db import demo  # noqa: E402
 
@@ -45,14 +43,7 @@ def gunicorn(dsn: str, workers: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3, help="rounds, interleaved; median kept")
-    args = parser.parse_args()
-    if not shutil.which("wrk"):
-        sys.exit("wrk not found: apt-get install -y wrk")
+    args = wrk_options(__doc__.splitlines()[0])
     now = int(time.time())
     token = jwt.encode({"sub": "42", "role": "web_user", "iat": now, "exp": now + 86400},
                        SECRET, algorithm="HS256")

@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_pool import database, gunicorn  # noqa: E402
+from bench.statements import page_query  # noqa: E402
 from swagger_server.config import ApiSettings  # noqa: E402
-from swagger_server.data import catalog, query  # noqa: E402
+from swagger_server.data import query  # noqa: E402
 
 PAGE = 1000
 TABLE = "bench_events"
@@ -65,14 +66,10 @@ def direct_pages(dsn: str, seconds: float) -> tuple[float, float]:
     """rows/s: the API's JSON-in-PostgreSQL statement vs. tuples + Python json, same rows."""
     with contextlib.closing(psycopg2.connect(dsn)) as conn:
         conn.autocommit = True
-        api = ApiSettings(tables=(TABLE,))
-        relation = catalog.load(conn, api).resolve(TABLE)
-        assert relation is not None
-        q = query.RowsQuery(relation=relation, columns=relation.columns,
-                            order=query.parse_order(relation, None)[0], unique=True, limit=PAGE)
+        q = page_query(conn, TABLE, PAGE, ApiSettings(tables=(TABLE,)))
         statement, params = query.page_sql(q)
         sql_text = conn.cursor().mogrify(statement, params)
-        names = [c.name for c in relation.columns]
+        names = [c.name for c in q.relation.columns]
         plain = f"SELECT * FROM {TABLE} ORDER BY id LIMIT {PAGE + 1}"  # noqa: S608
 
         def in_postgres() -> int:

@@ -9,13 +9,10 @@ Usage: python -m bench.bench_deadline [--seconds 10] [--connections 16] [--worke
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import statistics
-import sys
 
-from bench.bench_pool import database, gunicorn, wrk
+from bench.bench_pool import database, gunicorn, wrk, wrk_options
 
 CASES = {
     "watchdog on (STATEMENT_TIMEOUT=30000)": "30000",
@@ -24,14 +21,7 @@ CASES = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    if not shutil.which("wrk"):
-        sys.exit("wrk not found: apt-get install wrk")
+    args = wrk_options(__doc__.splitlines()[0])
     runs: dict[str, list[float]] = {label: [] for label in CASES}
     with database() as dsn:
         for round_no in range(args.repeat):

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
-import shutil
 import signal
 import socket
 import statistics
@@ -30,6 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import psycopg2  # noqa: E402
+
+from bench import load  # noqa: E402
 from swagger_server.db.embedded import EmbeddedPostgres  # noqa: E402
 
 
@@ -40,7 +41,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def database() -> Iterator[str]:
+def database(max_connections: int | None = None) -> Iterator[str]:
+    """BENCH_DATABASE_URL, else a temporary embedded server (restarted once with
+    ``max_connections`` when given: several servers' pools and pgbench share it)."""
     url = os.environ.get("BENCH_DATABASE_URL")
     if url:
         yield url
@@ -48,7 +51,15 @@ def database() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp:
         server = EmbeddedPostgres(Path(tmp) / "data")
         try:
-            yield server.start()
+            dsn = server.start()
+            if max_connections:
+                with contextlib.closing(psycopg2.connect(dsn)) as conn:
+                    conn.autocommit = True
+                    conn.cursor().execute("ALTER SYSTEM SET max_connections = %s",
+                                          (max_connections,))
+                server.stop()
+                dsn = server.start()
+            yield dsn
         finally:
             server.stop(mode="immediate")
 
@@ -95,30 +106,30 @@ def gunicorn(app: str, dsn: str, worker_class: str, workers: int,
 
 def wrk(url: str, seconds: int, connections: int, header: str | None = None) -> float:
     """Requests per second of one wrk run (after a 2 s warm-up); ``header`` goes with each."""
-    base = ["wrk", "-t1", f"-c{connections}", *(["-H", header] if header else [])]
-    subprocess.run([*base, "-d2s", url], check=True,
-                   capture_output=True)  # warm-up: connections opened, code paths hot
-    out = subprocess.run([*base, f"-d{seconds}s", url], check=True,
-                         capture_output=True, text=True).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    if non2xx:
-        print(f"  warning: {non2xx.group(1)} non-2xx responses from {url}", file=sys.stderr)
-    return float(match.group(1)) if match else 0.0
+    load.wrk(url, 2, connections, header)  # warm-up: connections opened, code paths hot
+    measure = load.wrk(url, seconds, connections, header)
+    if measure.errors:
+        print(f"  warning: {measure.errors} errors (non-2xx, socket) from {url}", file=sys.stderr)
+    return measure.rate
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def wrk_options(description: str) -> argparse.Namespace:
+    """The options of the topic benchmarks that compare cases with wrk; wrk made sure of."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="rounds, interleaved; median kept")
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        sys.exit("wrk not found: apt-get install wrk")
+    load.ensure_wrk()
+    return args
+
+
+def main() -> None:
+    args = wrk_options(__doc__.splitlines()[0])
     cases = [
-        ("seed ThreadedConnectionPool(1, 20)", "bench.seed_wsgi:application", "uvicorn", "/"),
-        ("seed ThreadedConnectionPool(1, 20)", "bench.seed_wsgi:application", "asgi", "/"),
+        ("seed ThreadedConnectionPool(1, 20)", "bench.variants_wsgi:application", "uvicorn", "/"),
+        ("seed ThreadedConnectionPool(1, 20)", "bench.variants_wsgi:application", "asgi", "/"),
         ("ConnectionPool (ours)", "wsgi:application", "asgi", "/"),
         ("ConnectionPool (ours)", "wsgi:application", "uvicorn", "/"),
         ("no database: /health/live", "wsgi:application", "asgi", "/health/live"),
@@ -129,7 +140,7 @@ def main() -> None:
         # Rounds interleave the cases, so a noisy minute hurts them all alike.
         for round_no in range(args.repeat):
             for i, (label, app, worker, path) in enumerate(cases):
-                with gunicorn(app, dsn, worker, args.workers) as base:
+                with gunicorn(app, dsn, worker, args.workers, {"BENCH_POOL": "seed"}) as base:
                     rps = wrk(base + path, args.seconds, args.connections)
                 runs[i].append(rps)
                 print(f"round {round_no + 1}: {label:38s} {worker:8s} {rps:8.0f} req/s",

@@ -1,0 +1,79 @@
+"""What the benchmark runs: the service's routes, the reference pools behind the same stack, the
+pgbench ceilings; and the ratios that issue #10's goals name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TABLE = "orders"  # the demo shop's (30,000 rows): a page of 1000 is read the same way as of 200k
+PAGE = 1000
+
+# The gunicorn servers: app and BENCH_POOL (bench/variants_wsgi.py) for each.
+SERVERS: dict[str, tuple[str, str]] = {
+    # wsgi.py's app plus GET /bench/no-db (bench/variants_wsgi.py), the service's own pool.
+    "service": ("bench.variants_wsgi:application", "ours"),
+    "connect": ("bench.variants_wsgi:application", "connect"),
+    "seed": ("bench.variants_wsgi:application", "seed"),
+    "psycopg_pool": ("bench.variants_wsgi:application", "psycopg_pool"),
+    "sqlalchemy": ("bench.variants_wsgi:application", "sqlalchemy"),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str
+    label: str
+    server: str | None = None  # a SERVERS key: wrk on ``path``; None: pgbench on ``sql``
+    path: str = ""
+    sql: str = ""  # "generated" or "json_agg": filled in once the database is up
+    rows: int = 0  # rows per request, for rows/s (0: a one-row answer, rows/s means nothing)
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("rows_api", f"rows page: GET /tables/{TABLE}/rows?limit={PAGE}", "service",
+            f"/tables/{TABLE}/rows?limit={PAGE}", rows=PAGE),
+    Variant("rows_generated", "pgbench: the service's rows-page statement", sql="generated",
+            rows=PAGE),
+    Variant("rows_json_agg", f"pgbench: plain json_agg of {PAGE} rows", sql="json_agg", rows=PAGE),
+    Variant("root", "GET / (select 1), our pool", "service", "/"),
+    Variant("no_db", "no database: a Flask view, same stack", "service", "/bench/no-db"),
+    Variant("live", "GET /health/live (on the event loop, before Flask)", "service",
+            "/health/live"),
+    Variant("connect", "GET /, new connection per request", "connect", "/"),
+    Variant("seed", "GET /, the seed's ThreadedConnectionPool(1, 20)", "seed", "/"),
+    Variant("psycopg_pool", "GET /, psycopg_pool ConnectionPool(10, 10)", "psycopg_pool", "/"),
+    Variant("sqlalchemy", "GET /, SQLAlchemy QueuePool(10), pre_ping", "sqlalchemy", "/"),
+)
+BY_KEY = {v.key: v for v in VARIANTS}
+
+
+@dataclass(frozen=True)
+class Ratio:
+    label: str
+    numerator: str  # variant keys; the ratio of their rates (req/s or statements/s)
+    denominator: str
+    goal: str = ""  # issue #10's, in words
+    at: tuple[int, ...] = ()  # the concurrencies the goal names (empty: every one)
+    minimum: float | None = None  # the goal holds when ratio >= minimum
+    maximum: float | None = None  # ... or <= maximum
+
+    def holds(self, value: float) -> bool | None:
+        if self.minimum is not None:
+            return value >= self.minimum
+        if self.maximum is not None:
+            return value <= self.maximum
+        return None
+
+
+RATIOS: tuple[Ratio, ...] = (
+    Ratio("rows page: API / plain json_agg (rows/s)", "rows_api", "rows_json_agg",
+          ">= 0.6 at c=1 and c=4", (1, 4), minimum=0.6),
+    # Time per page, so the goal reads as the issue's "within 1.15x".
+    Ratio("time per page: generated statement / plain json_agg (pgbench)", "rows_json_agg",
+          "rows_generated", "<= 1.15", maximum=1.15),
+    Ratio("GET / / no-database route (req/s)", "root", "no_db", ">= 0.85", minimum=0.85),
+    Ratio("GET /: our pool / seed's pool", "root", "seed"),
+    Ratio("GET /: our pool / new connection per request", "root", "connect"),
+    Ratio("GET /: our pool / psycopg_pool", "root", "psycopg_pool"),
+    Ratio("GET /: our pool / SQLAlchemy QueuePool", "root", "sqlalchemy"),
+)
