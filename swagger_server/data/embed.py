@@ -263,7 +263,7 @@ def _embed(catalog: Catalog, parent: Relation, item: str, depth: int,
     name, *marks = target.split("!")
     inner = "inner" in marks
     hints = [m for m in marks if m != "inner"]
-    if len(hints) > 1 or any(not m for m in marks):
+    if len(hints) > 1 or marks.count("inner") > 1 or any(not m for m in marks):
         raise QueryError("select", f"select: expected relation[!hint][!inner](...), got "
                                    f"{_shown(head)}")
     if depth + 1 > budget.max_depth:
