@@ -155,6 +155,15 @@ def test_a_view_inherits_the_keys_of_columns_it_selects_unchanged(client: TestCl
                     {"order_no": 2, "customer": {"name": "Ada"}, "items": [{"line_no": 1}]}]
 
 
+def test_relationships_only_between_exposed_relations(
+        client_for: Callable[..., TestClient]) -> None:
+    client = client_for(exclude=("customers",))
+    orders = client.get("/tables/orders").json()
+    assert "customers" not in {fk["references"]["name"] for fk in orders["foreign_keys"]}
+    problem = bad(client, "/tables/orders/rows", select="id,customers(name)")
+    assert problem["detail"] == "select: no table or view named 'customers' to embed"
+
+
 def test_view_origins_read_only_the_top_level_target_list() -> None:
     """A subquery's target entries (inside the range table) are not the view's columns."""
     tree = ("({QUERY :commandType 1 :rtable ({RANGETBLENTRY :subquery {QUERY :targetList "
