@@ -244,6 +244,15 @@ def test_aliases_star_and_empty_embeds(client: TestClient) -> None:
     assert data == [{"no": 2, "who": {"id": 1, "name": "Ada"}, "lines": [{}]}]
     problem = bad(client, "/tables/orders/rows", select="id,id:total")
     assert "two items named 'id'" in problem["detail"]
+    assert rows(client, "orders", select="id:id", filter="id.eq.1") == [{"id": 1}]
+    # PostgreSQL cuts names at 63 bytes: a longer alias (or JSON key) would lose its end
+    long = "é" * 32
+    assert "longer than 63 bytes" in bad(client, "/tables/orders/rows",
+                                         select=f"{long}:id")["detail"]
+    assert "longer than 63 bytes" in bad(client, "/tables/orders/rows",
+                                         select=f"prefs->>{long}")["detail"]
+    assert rows(client, "orders", select=f"{long[:31]}:id", filter="id.eq.1") == [
+        {long[:31]: 1}]
 
 
 # ------------------------------------------------------------------ filters, order, limit

@@ -375,9 +375,8 @@ def _select(catalog: Catalog, relation: Relation) -> tuple[embed.Shape | None, t
     api = _settings().api
     text = request.args.get("select")
     shape = embed.parse(catalog, relation, text, api.max_embed_depth, api.max_embeds)
-    if shape.plain:
-        return None, query.parse_select(relation, text)
-    return shape, tuple(i.column for i in shape.items if isinstance(i, embed.Field))
+    columns = tuple(i.column for i in shape.items if isinstance(i, embed.Field))
+    return (None if shape.plain else shape), columns
 
 
 def _embed_limits(settings: Settings, shape: embed.Shape | None) -> None:

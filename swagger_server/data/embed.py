@@ -38,6 +38,7 @@ JSON_TYPES = ("json", "jsonb")
 _ARROW = re.compile(r"(->>|->)")
 _INDEX = re.compile(r"-?[0-9]{1,9}")
 MAX_PATH_KEYS = 16
+MAX_NAME_BYTES = 63  # PostgreSQL's identifier length (NAMEDATALEN - 1): a row's keys
 
 
 class AmbiguousEmbed(QueryError):
@@ -167,7 +168,7 @@ def _items(catalog: Catalog, relation: Relation, text: str, depth: int,
     for raw in _split_top(text):
         item = raw.strip()
         if not item:
-            raise QueryError("select", "select: empty item")
+            raise QueryError("select", "select: empty column name")
         if item == "*":
             new: list[Field | Embed] = [Field(c.name, c) for c in relation.columns]
         else:
@@ -178,6 +179,10 @@ def _items(catalog: Catalog, relation: Relation, text: str, depth: int,
 
 
 def _add(items: list[Field | Embed], item: Field | Embed) -> None:
+    if len(item.name.encode("utf-8")) > MAX_NAME_BYTES:
+        # PostgreSQL would cut the key to 63 bytes (so two long names could collide)
+        raise QueryError("select", f"select: the name {_shown(item.name)} is longer than "
+                                   f"{MAX_NAME_BYTES} bytes; give a shorter alias")
     for known in items:
         if known.name == item.name:
             if known == item:

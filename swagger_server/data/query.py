@@ -611,6 +611,8 @@ def position_sql(q: RowsQuery, cap: int) -> tuple[sql.Composable, dict[str, Any]
         raise ValueError("position_sql needs a keyset position")
     params = _Params()
     conditions = [_filter_sql(f, params) for f in q.filters]
+    if q.shape is not None:
+        conditions += q.shape.where_sql("r", params)  # embeds' !inner
     conditions.append(sql.SQL("({}) IS NOT TRUE").format(keyset_sql(q.order, q.after, params)))
     statement = sql.SQL("SELECT count(*) FROM (SELECT FROM {} r WHERE {} LIMIT {}) c").format(
         _relation(q.relation), sql.SQL(" AND ").join(conditions), params.add(cap))
