@@ -118,6 +118,7 @@ class ApiSettings:
     # Embedding related rows in select (README "Related data"): how deep, how many per request.
     max_embed_depth: int = 3
     max_embeds: int = 10
+    aggregates: str = "off"  # "on": select=status,total.sum() groups (README "Aggregates")
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,7 @@ _KEYS: dict[str, tuple[_Key, ...]] = {
         _Key("API", "COUNT_TIMEOUT", "count_timeout", _int(1, PG_INT_MAX)),
         _Key("API", "MAX_EMBED_DEPTH", "max_embed_depth", _int(0, 10)),
         _Key("API", "MAX_EMBEDS", "max_embeds", _int(0, 100)),
+        _Key("API", "AGGREGATES", "aggregates", _choice("off", "on")),
     ),
 }
 

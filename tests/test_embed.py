@@ -445,6 +445,77 @@ def test_hostile_embedded_parameters_are_400s(client: TestClient, dsn: str, name
     assert snapshot(dsn) == before
 
 
+def test_only_limit_takes_a_per_embed_suffix(client: TestClient) -> None:
+    """The spec marks ``limit`` ``x-per-embed``: ``limit.<embed>`` passes strict validation,
+    other dotted names stay unknown parameters."""
+    for name in ("select.order_items", "filter.x", "limits.order_items", "limit_x"):
+        problem = bad(client, "/tables/orders/rows", **{"select": "id,order_items(qty)",
+                                                        name: "1"})
+        assert problem["invalid-params"] == [{"name": name, "reason": "unknown query parameter"}]
+    assert bad(client, "/tables/orders/rows", **{"limit.": "1"})["parameter"] == "limit."
+
+
+# ------------------------------------------------------------------ aggregates
+
+
+def test_aggregates_are_off_by_default(client: TestClient) -> None:
+    problem = bad(client, "/tables/orders/rows", select="status,total.sum()")
+    assert "AGGREGATES" in problem["detail"] and problem["parameter"] == "select"
+    assert "AGGREGATES" in bad(client, "/tables/orders/rows", select="count()")["detail"]
+
+
+def test_aggregates_group_by_the_other_fields(client_for: Callable[..., TestClient]) -> None:
+    client = client_for(aggregates="on")
+    assert rows(client, "orders", select="status,total.sum(),n:count(),total.avg(),"
+                "low:total.min(),total.max()") == [
+        {"status": "new", "sum": 110.00, "n": 3, "avg": 36.6666666666666667, "low": 20.00,
+         "max": 50.00},
+        {"status": "paid", "sum": 40.00, "n": 2, "avg": 20.0000000000000000, "low": 10.00,
+         "max": 30.00}]
+    assert rows(client, "orders", select="count()", filter="status.eq.new") == [{"count": 3}]
+    assert rows(client, "orders", select="theme:prefs->>theme,count()") == [
+        {"theme": "dark", "count": 1}, {"theme": "light", "count": 1}, {"theme": None, "count": 3}]
+    # order by an output field; pages by offset; count counts groups
+    first = client.get("/tables/orders/rows", params={
+        "select": "customer_id,count()", "order": "count.desc", "limit": 2, "count": "exact"})
+    assert first.json() == {"data": [{"customer_id": 1, "count": 2},
+                                     {"customer_id": 2, "count": 2}],
+                            "next_cursor": None, "total": 3}
+    assert "offset=2" in first.headers["link"]
+    assert rows(client, "orders", select="customer_id,count()", order="count.desc",
+                offset=2) == [{"customer_id": None, "count": 1}]
+    assert "offset" in bad(client, "/tables/orders/rows", select="status,count()",
+                           cursor="x")["detail"]
+    assert "a field of select" in bad(client, "/tables/orders/rows", select="status,count()",
+                                      order="total")["detail"]
+    assert "nothing to aggregate" in bad(client, "/tables/orders/rows/1",
+                                         select="count()")["detail"]
+    assert "take no embeds" in bad(client, "/tables/orders/rows",
+                                   select="count(),customers(name)")["detail"]
+
+
+def test_aggregates_inside_an_embed_and_in_exports(
+        client_for: Callable[..., TestClient]) -> None:
+    client = client_for(aggregates="on")
+    assert rows(client, "orders", select="id,order_items(qty.sum(),lines:count())",
+                filter="id.in.(1,4)") == [
+        {"id": 1, "order_items": [{"sum": 8, "lines": 3}]},
+        {"id": 4, "order_items": [{"sum": None, "lines": 0}]}]
+    assert rows(client, "customers", select="name,orders(status,count())", filter="id.eq.1"
+                ) == [{"name": "Ada", "orders": [{"status": "new", "count": 1},
+                                                 {"status": "paid", "count": 1}]}]
+    assert "only a one-to-many" in bad(client, "/tables/orders/rows",
+                                       select="id,customers(count())")["detail"]
+    params = {"select": "status,total.sum()", "order": "status"}
+    ndjson = client.get("/tables/orders/rows", params=params,
+                        headers={"Accept": "application/x-ndjson"}).text
+    assert [json.loads(line) for line in ndjson.splitlines()] == [
+        {"status": "new", "sum": 110.00}, {"status": "paid", "sum": 40.00}]
+    text = client.get("/tables/orders/rows", params=params, headers={"Accept": "text/csv"}).text
+    assert list(csv.reader(io.StringIO(text))) == [["status", "sum"], ["new", "110.00"],
+                                                  ["paid", "40.00"]]
+
+
 # ------------------------------------------------------------------ one statement
 
 

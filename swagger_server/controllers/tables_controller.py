@@ -22,7 +22,7 @@ from flask import Response, current_app, jsonify, request
 from swagger_server import errors
 from swagger_server.auth import request as request_auth
 from swagger_server.config import Settings
-from swagger_server.data import cursors, embed, export, query, value_errors
+from swagger_server.data import aggregate, cursors, embed, export, query, value_errors
 from swagger_server.data.catalog import CACHE, Catalog, Relation
 from swagger_server.data.query import QueryError, RowsQuery
 from swagger_server.db import get_db, get_pool
@@ -119,6 +119,8 @@ def get_row(table: str, key: str, **_: Any) -> Response:
         query.check_text("key", key)
         values = query.split_list("key", key)
         shape, columns = _select(_catalog(conn), relation)
+        if shape is not None and shape.aggregated:
+            raise QueryError("select", "select: a row by key has nothing to aggregate")
     if len(values) != len(relation.primary_key):
         raise _bad("key", f"{relation.name} has a {len(relation.primary_key)}-column primary key "
                           f"({', '.join(relation.primary_key)}); got {len(values)} value(s)")
@@ -145,7 +147,7 @@ def _page(settings: Settings, table: str) -> Response:
     limit = _limit(settings.api.default_limit, settings.api.max_rows)
     q = _rows_query(settings, catalog, relation, limit)
     count = request.args.get("count")
-    statement, params = query.page_sql(q)
+    statement, params = _builder(q).page_sql(q)
     headers: dict[str, str] = {}
     total: int | None = None
     with value_errors.database_errors(conn, _typed_values(q), relation), conn.cursor() as cur:
@@ -207,7 +209,7 @@ def _exact_count(conn: Connection, cur: Any, q: RowsQuery, settings: Settings) -
     timeout = settings.api.count_timeout
     if settings.pool.statement_timeout:
         timeout = min(timeout, settings.pool.statement_timeout)
-    statement, params = query.count_sql(q, timeout)
+    statement, params = _builder(q).count_sql(q, timeout)
     try:
         cur.execute(statement, params)
         return int(cur.fetchone()[0])
@@ -217,7 +219,7 @@ def _exact_count(conn: Connection, cur: Any, q: RowsQuery, settings: Settings) -
 
 
 def _estimate(cur: Any, q: RowsQuery) -> int:
-    statement, params = query.estimate_sql(q)
+    statement, params = _builder(q).estimate_sql(q)
     cur.execute(statement, params)
     plan = cur.fetchone()[0]
     if isinstance(plan, str):
@@ -243,12 +245,12 @@ def _export(settings: Settings, pool: Any, conn: Connection, table: str, fmt: st
     if request.args.get("count"):
         raise _bad("count", "count is not available for CSV and NDJSON exports")
     if fmt == CSV:
-        statement, params = query.csv_sql(q, limit)
+        statement, params = _builder(q).csv_sql(q, limit)
         header = _csv_header(q.shape.names if q.shape is not None else
                              [c.name for c in q.columns])
         filename = f"{relation.name}.csv"
     else:
-        statement, params = query.ndjson_sql(q, limit)
+        statement, params = _builder(q).ndjson_sql(q, limit)
         header = b""
         filename = f"{relation.name}.ndjson"
     with value_errors.database_errors(conn, _typed_values(q), relation):
@@ -346,7 +348,11 @@ def _rows_query(settings: Settings, catalog: Catalog, relation: Relation,
             filters = tuple(f for f in routed if f is not None)
             order_text = embed.route_order(shape, args.get("order"))
         _embed_limits(settings, shape)
-        order, unique = query.parse_order(relation, order_text)
+        if shape is not None and shape.aggregated:  # groups: no key, offset paging
+            shape.order_sql = aggregate.order_sql(shape, order_text)
+            order, unique = (), False
+        else:
+            order, unique = query.parse_order(relation, order_text)
     offset = _offset(settings.api.max_offset, relation, unique)
     q = RowsQuery(relation=relation, columns=columns, filters=filters, order=order,
                   unique=unique, offset=offset, limit=limit, shape=shape)
@@ -358,6 +364,8 @@ def _rows_query(settings: Settings, catalog: Catalog, relation: Relation,
     if token is not None:
         if "offset" in args:
             raise _bad("cursor", "cursor and offset cannot be used together")
+        if shape is not None and shape.aggregated:
+            raise _bad("cursor", "aggregated rows (groups) have no key: page with offset")
         if not unique:
             raise _bad("cursor", f"{relation.name} has no primary key, so no order is known to "
                                  "be unique: page with offset instead of cursor")
@@ -374,9 +382,16 @@ def _select(catalog: Catalog, relation: Relation) -> tuple[embed.Shape | None, t
     embeds, aliases or JSON paths."""
     api = _settings().api
     text = request.args.get("select")
-    shape = embed.parse(catalog, relation, text, api.max_embed_depth, api.max_embeds)
-    columns = tuple(i.column for i in shape.items if isinstance(i, embed.Field))
+    shape = embed.parse(catalog, relation, text, api.max_embed_depth, api.max_embeds,
+                        aggregates=api.aggregates == "on")
+    columns = tuple(i.column for i in shape.items
+                    if isinstance(i, embed.Field) and i.column is not None)
     return (None if shape.plain else shape), columns
+
+
+def _builder(q: RowsQuery) -> Any:
+    """The statements' builder: aggregated selects group (swagger_server.data.aggregate)."""
+    return aggregate if q.shape is not None and q.shape.aggregated else query
 
 
 def _embed_limits(settings: Settings, shape: embed.Shape | None) -> None:

@@ -49,17 +49,23 @@ class AmbiguousEmbed(QueryError):
         self.candidates = candidates
 
 
+AGGREGATES = ("avg", "count", "max", "min", "sum")
+_AGGREGATE = re.compile(r"(?:(.*?)\.)?(avg|count|max|min|sum)\(\)")
+
+
 @dataclass(frozen=True)
 class Field:
-    """One key of a row's JSON object: a column, or a JSON path into one."""
+    """One key of a row's JSON object: a column, a JSON path into one, or an aggregate."""
 
     name: str
-    column: Column
+    column: Column | None  # None only for count()
     path: tuple[tuple[str, str | int], ...] = ()  # ("->" or "->>", key or array index)
+    aggregate: str | None = None  # avg count max min sum ([API] AGGREGATES = on)
 
     @property
     def plain(self) -> bool:
-        return not self.path and self.name == self.column.name
+        return (not self.path and self.aggregate is None and self.column is not None
+                and self.name == self.column.name)
 
 
 @dataclass
@@ -86,6 +92,10 @@ class Embed:
     def embeds(self) -> list[Embed]:
         return [i for i in self.items if isinstance(i, Embed)]
 
+    @property
+    def aggregated(self) -> bool:
+        return any(isinstance(i, Field) and i.aggregate for i in self.items)
+
 
 @dataclass
 class Shape:
@@ -93,6 +103,8 @@ class Shape:
 
     relation: Relation
     items: list[Field | Embed]
+    # Aggregated shapes: their ORDER BY, made from ``order`` (swagger_server.data.aggregate).
+    order_sql: sql.Composable = field(default_factory=lambda: sql.SQL(""))
 
     @property
     def names(self) -> list[str]:
@@ -109,6 +121,11 @@ class Shape:
     def columns(self) -> tuple[Column, ...]:
         """The parent's columns the shape reads: its fields' and the embeds' join keys."""
         return _read_columns(self.relation, self.items)
+
+    @property
+    def aggregated(self) -> bool:
+        """``select=status,total.sum()``: one row per group (swagger_server.data.aggregate)."""
+        return any(isinstance(i, Field) and i.aggregate for i in self.items)
 
     # Hooks :mod:`swagger_server.data.query` calls (it does not import this module).
 
@@ -135,7 +152,7 @@ def _read_columns(relation: Relation, items: Sequence[Field | Embed]) -> tuple[C
     found: list[Column] = []
     for item in items:
         if isinstance(item, Field):
-            cols = [item.column]
+            cols = [item.column] if item.column is not None else []
         else:
             cols = [relation.by_name[n] for n in item.relationship.source_columns]
         found += [c for c in cols if c not in found]
@@ -149,17 +166,22 @@ def _read_columns(relation: Relation, items: Sequence[Field | Embed]) -> tuple[C
 class _Budget:
     max_depth: int
     max_embeds: int
+    aggregates: bool = False
     used: int = 0
 
 
 def parse(catalog: Catalog, relation: Relation, text: str | None, max_depth: int,
-          max_embeds: int) -> Shape:
+          max_embeds: int, aggregates: bool = False) -> Shape:
     """``select`` as a :class:`Shape` (all columns when absent or ``*``)."""
     if text is None or text.strip() == "*":
         return Shape(relation, [Field(c.name, c) for c in relation.columns])
     query.check_text("select", text)
-    budget = _Budget(max_depth, max_embeds)
-    return Shape(relation, _items(catalog, relation, text, 0, budget))
+    budget = _Budget(max_depth, max_embeds, aggregates)
+    shape = Shape(relation, _items(catalog, relation, text, 0, budget))
+    if shape.aggregated and shape.embeds():
+        raise QueryError("select", "select: aggregates at the top level take no embeds (an "
+                                   "embed may aggregate its own rows)")
+    return shape
 
 
 def _items(catalog: Catalog, relation: Relation, text: str, depth: int,
@@ -197,6 +219,9 @@ def _item(catalog: Catalog, relation: Relation, item: str, depth: int,
     column = relation.column(item)
     if column is not None:
         return Field(column.name, column)
+    aggregate = _aggregate(relation, item, budget)
+    if aggregate is not None:
+        return aggregate
     if item.startswith('"'):
         return _quoted_field(relation, item, None)
     if item.endswith(")") and "(" in item and not _quote_before_paren(item):
@@ -219,6 +244,24 @@ def _item(catalog: Catalog, relation: Relation, item: str, depth: int,
         return _json_path(relation, item, None)
     query._column(relation, "select", item)  # raises: no such column
     raise AssertionError("unreachable")
+
+
+def _aggregate(relation: Relation, item: str, budget: _Budget) -> Field | None:
+    """``[alias:]column.fn()`` or ``[alias:]count()``; None when the item is no aggregate."""
+    alias, colon, rest = item.partition(":")
+    if not colon or "(" in alias:
+        alias, rest = "", item
+    match = _AGGREGATE.fullmatch(rest.strip())
+    if match is None:
+        return None
+    name, fn = match.group(1), match.group(2)
+    if name is None and fn != "count":
+        return None
+    if not budget.aggregates:
+        raise QueryError("select", f"select: aggregates ({_shown(item)}) are off on this "
+                                   "service ([API] AGGREGATES)")
+    column = query._column(relation, "select", name) if name is not None else None
+    return Field(alias.strip() or fn, column, aggregate=fn)
 
 
 def _quote_before_paren(item: str) -> bool:
@@ -284,6 +327,9 @@ def _embed(catalog: Catalog, parent: Relation, item: str, depth: int,
     relationship = _relationship(catalog, parent, child, hints[0] if hints else None)
     items = _items(catalog, child, body, depth + 1, budget) if body.strip() else []
     embed = Embed(alias or name, child, relationship, items, inner=inner)
+    if embed.aggregated and (embed.to_one or embed.embeds()):
+        raise QueryError("select", f"select: {embed.name} aggregates: only a one-to-many or "
+                                   "many-to-many embed without embeds of its own may")
     if not embed.to_one:
         embed.order, _ = query.parse_order(child, None)
     return embed
@@ -376,7 +422,10 @@ def route_order(shape: Shape, text: str | None) -> str | None:
         return text
     query.check_text("order", text)
     top: list[str] = []
-    for item, quoted, tail in query._split("order", text, blanks_around_quotes=True, tails=True):
+    items = query._split("order", text, blanks_around_quotes=True, tails=True)
+    if len(items) > query.MAX_ORDER_TERMS:
+        raise QueryError("order", f"order: at most {query.MAX_ORDER_TERMS} columns")
+    for item, quoted, tail in items:
         if quoted:
             top.append('"' + item.replace('"', '""') + '"' + tail)
             continue
@@ -474,6 +523,12 @@ def value_sql(item: Field | Embed, alias: str, params: query._Params,
               depth: int = 0) -> sql.Composable:
     if isinstance(item, Embed):
         return _embed_sql(item, alias, params, depth + 1)
+    if item.column is None:
+        return sql.SQL("count(*)")
+    if item.aggregate is not None:  # of the column itself (bytea has no sum; min of text is)
+        return sql.SQL("{}({})").format(sql.SQL(item.aggregate),
+                                        sql.SQL("{}.{}").format(sql.Identifier(alias),
+                                                                sql.Identifier(item.column.name)))
     value = query.json_value(item.column, alias)
     for arrow, key in item.path:
         value = sql.SQL("({} {} {})").format(value, sql.SQL(arrow), params.add(key))
@@ -482,11 +537,14 @@ def value_sql(item: Field | Embed, alias: str, params: query._Params,
 
 def csv_cell(item: Field | Embed, alias: str, params: query._Params) -> sql.Composable:
     """One CSV cell: a plain column as before; a JSON path's or an embed's JSON as text."""
-    if isinstance(item, Field) and not item.path:
+    if isinstance(item, Field) and not item.path and item.column is not None \
+            and item.aggregate is None:
         return query._csv_cell(item.column, alias)
     value = value_sql(item, alias, params)
-    if isinstance(item, Field) and item.path[-1][0] == "->>":
+    if isinstance(item, Field) and item.path and item.path[-1][0] == "->>":
         text = value
+    elif isinstance(item, Field) and item.aggregate is not None:
+        text = sql.SQL("{}::text").format(value)
     else:
         text = sql.SQL("to_json({})::text").format(value)
     return sql.SQL("""coalesce('"' || replace({}, '"', '""') || '"', '')""").format(text)
@@ -534,6 +592,8 @@ def _embed_sql(embed: Embed, parent: str, params: query._Params,
     """The embedded value: a JSON object or null (to-one), a JSON array (to-many)."""
     captured_sql, captured = _capture(embed, parent, depth)
     obj = select_list(embed.items, "r", params, depth)
+    if embed.aggregated:
+        return _aggregated_embed_sql(embed, captured_sql, captured, obj, params, depth)
     rows = sql.SQL(
         "SELECT row_to_json(o) AS j FROM {}.{} r CROSS JOIN LATERAL (SELECT {}) o WHERE {}{}{}"
     ).format(
@@ -546,6 +606,32 @@ def _embed_sql(embed: Embed, parent: str, params: query._Params,
     value = sql.SQL("s.j") if embed.to_one else sql.SQL("coalesce(json_agg(s.j), '[]'::json)")
     return sql.SQL("(SELECT {} FROM {} CROSS JOIN LATERAL ({}) s)").format(
         value, captured_sql, rows)
+
+
+def group_by(items: Sequence[Field | Embed], alias: str,
+             params: query._Params) -> sql.Composable:
+    """`` GROUP BY`` the non-aggregated fields (nothing when all are aggregates)."""
+    grouped = [value_sql(i, alias, params) for i in items
+               if isinstance(i, Field) and i.aggregate is None]
+    if not grouped:
+        return sql.SQL("")
+    return sql.SQL(" GROUP BY ") + sql.SQL(", ").join(grouped)
+
+
+def _aggregated_embed_sql(embed: Embed, captured_sql: sql.Composable, captured: str,
+                          obj: sql.Composable, params: query._Params,
+                          depth: int) -> sql.Composable:
+    """An embed whose items aggregate: one object per group of the parent's related rows."""
+    grouped = [i for i in embed.items if isinstance(i, Field) and i.aggregate is None]
+    order = sql.SQL("")
+    if grouped:
+        order = sql.SQL(" ORDER BY ") + sql.SQL(", ").join(
+            sql.Identifier(i.name) for i in grouped)
+    rows = sql.SQL("SELECT {} FROM {}.{} r WHERE {}{}{}").format(
+        obj, sql.Identifier(embed.relation.schema), sql.Identifier(embed.relation.name),
+        _conditions(embed, captured, params, depth), group_by(embed.items, "r", params), order)
+    return sql.SQL("(SELECT coalesce(json_agg(row_to_json(g)), '[]'::json) FROM {} "
+                   "CROSS JOIN LATERAL ({}) g)").format(captured_sql, rows)
 
 
 def inner_conditions(items: Sequence[Field | Embed], parent: str, params: query._Params,
