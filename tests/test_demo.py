@@ -83,8 +83,9 @@ def test_demo_data_of_an_older_version_is_replaced(database: TestDatabase) -> No
         cur.execute(demo.SQL_FILE.read_text(encoding="utf-8"))
         cur.execute("DROP TABLE product_tags, tags, addresses CASCADE; "
                     "ALTER TABLE orders DROP COLUMN billing_address_id")
-        for table in ("customers", "products", "orders", "order_items", "product_sales"):
-            cur.execute(f"COMMENT ON TABLE {table} IS "
+        for kind, name in (("TABLE", "customers"), ("TABLE", "products"), ("TABLE", "orders"),
+                           ("TABLE", "order_items"), ("VIEW", "product_sales")):
+            cur.execute(f"COMMENT ON {kind} {name} IS "
                         "'pgrest demo data (swagger_server/sql/demo.sql)'")
     assert demo.seed(dsn) is True
     assert counts(dsn)["product_tags"] > 1000

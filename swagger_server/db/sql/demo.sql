@@ -75,8 +75,8 @@ CREATE TABLE orders (
     coupon_code  text,
     shipping     jsonb NOT NULL,
     note         text,
-    billing_address_id   integer NOT NULL,
-    shipping_address_id  integer NOT NULL
+    billing_address_id   integer,
+    shipping_address_id  integer
 );
 
 CREATE TABLE order_items (
