@@ -445,6 +445,17 @@ def test_hostile_embedded_parameters_are_400s(client: TestClient, dsn: str, name
     assert snapshot(dsn) == before
 
 
+def test_a_per_embed_limit_logs_no_error(client: TestClient,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Connexion logs an error for each query parameter outside the spec that it passes to a
+    view; ``limit.<embed>`` is one by design and must not fill the log."""
+    with caplog.at_level("DEBUG"):
+        response = client.get("/tables/orders/rows", params={
+            "select": "id,order_items(qty)", "limit.order_items": "1"})
+    assert response.status_code == 200
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
 def test_only_limit_takes_a_per_embed_suffix(client: TestClient) -> None:
     """The spec marks ``limit`` ``x-per-embed``: ``limit.<embed>`` passes strict validation,
     other dotted names stay unknown parameters."""
