@@ -134,6 +134,10 @@ class ApiSettings:
     max_exports: int = 4
     max_offset: int = 100_000
     count_timeout: int = 1000  # milliseconds, for count=exact
+    # Embedding related rows in select (README "Related data"): how deep, how many per request.
+    max_embed_depth: int = 3
+    max_embeds: int = 10
+    aggregates: str = "off"  # "on": select=status,total.sum() groups (README "Aggregates")
 
 
 @dataclass(frozen=True)
@@ -371,6 +375,9 @@ _KEYS: dict[str, tuple[_Key, ...]] = {
         _Key("API", "MAX_EXPORTS", "max_exports", _int(1, 1000)),
         _Key("API", "MAX_OFFSET", "max_offset", _int(0, PG_BIGINT_MAX)),
         _Key("API", "COUNT_TIMEOUT", "count_timeout", _int(1, PG_INT_MAX)),
+        _Key("API", "MAX_EMBED_DEPTH", "max_embed_depth", _int(0, 10)),
+        _Key("API", "MAX_EMBEDS", "max_embeds", _int(0, 100)),
+        _Key("API", "AGGREGATES", "aggregates", _choice("off", "on")),
     ),
 }
 

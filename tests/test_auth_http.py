@@ -252,10 +252,10 @@ def test_forbidden_roles_are_403_and_nothing_runs_as_them(auth_client, suffix: s
 # ------------------------------------------------------------------ what a role sees
 
 
-def test_anonymous_sees_products_only(auth_client) -> None:
+def test_anonymous_sees_the_catalogue_only(auth_client) -> None:
     client = auth_client()
     names = {t["name"] for t in client.get("/tables").json()["tables"]}
-    assert names == {"products", "whoami"}
+    assert names == {"products", "tags", "product_tags", "whoami"}
     assert client.get("/tables/orders/rows").status_code == 404
     assert client.get("/tables/orders").status_code == 404
     assert rows(client.get("/tables/whoami/rows"))[0]["role"] == "web_anon"

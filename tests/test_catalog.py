@@ -84,7 +84,7 @@ def test_describe_columns_and_keys(client_for: Callable[..., TestClient]) -> Non
             {"name": "id", "type": "bigint", "nullable": False},
             {"name": "name", "type": "character varying(20)", "nullable": False},
             {"name": "price", "type": "numeric(10,2)", "nullable": True},
-        ]}
+        ], "foreign_keys": [], "referenced_by": []}
     app_things = client.get("/tables/app.things").json()
     assert app_things["primary_key"] == ["n", "code"]  # key order, not column order
     assert app_things["columns"][0] == {"name": "code", "type": "character(3)",

@@ -75,14 +75,31 @@ def test_a_user_table_of_the_same_name_is_left_alone(database: TestDatabase) -> 
         assert cur.fetchone()[0] == 1
 
 
+def test_demo_data_of_an_older_version_is_replaced(database: TestDatabase) -> None:
+    """An embedded data directory seeded by an older version gets the current demo (here: the
+    first demo's five tables, marked by its comment)."""
+    dsn = create_database(database, "demo_old")
+    with contextlib.closing(psycopg2.connect(dsn)) as conn, conn, conn.cursor() as cur:
+        cur.execute(demo.SQL_FILE.read_text(encoding="utf-8"))
+        cur.execute("DROP TABLE product_tags, tags, addresses CASCADE; "
+                    "ALTER TABLE orders DROP COLUMN billing_address_id")
+        for kind, name in (("TABLE", "customers"), ("TABLE", "products"), ("TABLE", "orders"),
+                           ("TABLE", "order_items"), ("VIEW", "product_sales")):
+            cur.execute(f"COMMENT ON {kind} {name} IS "
+                        "'pgrest demo data (swagger_server/sql/demo.sql)'")
+    assert demo.seed(dsn) is True
+    assert counts(dsn)["product_tags"] > 1000
+    assert demo.seed(dsn) is False  # now current: left alone
+
+
 def test_a_failure_is_logged_not_raised() -> None:
     assert demo.seed_embedded("host=/nonexistent port=1 connect_timeout=2") is False
 
 
 def test_the_readme_examples_answer(client: TestClient) -> None:
     tables = client.get("/tables").json()["tables"]
-    assert [t["name"] for t in tables] == ["customers", "order_items", "orders", "product_sales",
-                                           "products"]
+    assert [t["name"] for t in tables] == ["addresses", "customers", "order_items", "orders",
+                                           "product_sales", "product_tags", "products", "tags"]
     assert client.get("/tables/orders").json()["primary_key"] == ["id"]
     page = client.get("/tables/orders/rows", params={
         "select": "id,status,total,ordered_at", "filter": ["status.eq.shipped",

@@ -77,7 +77,8 @@ def test_the_embedded_demo_tutorial(pg_root: Path) -> None:
         demo_token = made.stdout.strip()
         assert customer_ids(server.port, {"Authorization": f"Bearer {demo_token}"}) == {42}
         anonymous = http_get(server.port, "/tables")
-        assert [t["name"] for t in anonymous.json()["tables"]] == ["products"]
+        assert [t["name"] for t in anonymous.json()["tables"]] == ["product_tags", "products",
+                                                                  "tags"]
         assert http_get(server.port, "/tables/orders/rows").status == 404
         assert "embedded demo database without [AUTH]" in server.stderr()
         claims = json.loads(jwt.api_jws.base64url_decode(demo_token.split(".")[1]))

@@ -395,7 +395,7 @@ def test_text_search_with_a_language_uses_an_expression_index(dsn: str) -> None:
                     "USING gin (to_tsvector('english', body))")
         cur.execute("ANALYZE big_docs")
         cur.execute("SET enable_seqscan = off")
-        statement = psycopg2.sql.SQL("EXPLAIN SELECT id FROM big_docs WHERE {}").format(
+        statement = psycopg2.sql.SQL("EXPLAIN SELECT id FROM big_docs r WHERE {}").format(
             condition)
         cur.execute(statement, params.values)
         plan = "\n".join(row[0] for row in cur.fetchall())

@@ -11,6 +11,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -21,7 +22,7 @@ from flask import Response, current_app, jsonify, request
 from swagger_server import errors
 from swagger_server.auth import request as request_auth
 from swagger_server.config import Settings
-from swagger_server.data import cursors, export, filters, query, value_errors
+from swagger_server.data import aggregate, cursors, embed, export, filters, query, value_errors
 from swagger_server.data.catalog import CACHE, Catalog, Relation
 from swagger_server.data.query import QueryError, RowsQuery
 from swagger_server.db import get_db, get_pool
@@ -38,6 +39,7 @@ _GROUP_PARAMS = ("or", "and", "not.or", "not.and")
 _QUERY_PARAMS = ("select", "filter", "order", "limit", "offset", "cursor", "count",
                  *_GROUP_PARAMS)
 _SINGLE_PARAMS = ("select", "order", "limit", "offset", "cursor", "count")  # filter repeats
+_EMBED_LIMIT = "limit."  # limit.<embed>=n: rows at most in an embedded array
 # An export lasts a while: a client turned away should not come back at once.
 EXPORT_RETRY_AFTER_SECONDS = 5
 # The export's idle_in_transaction_session_timeout: the stall timeout plus this. A backstop
@@ -46,6 +48,22 @@ IDLE_MARGIN_SECONDS = 5
 # Response headers: the count ran out of COUNT_TIMEOUT; the next page lies past MAX_OFFSET.
 COUNT_TIMED_OUT = "X-Total-Count-Timed-Out"
 OFFSET_LIMIT_REACHED = "X-Offset-Limit-Reached"
+
+
+
+
+class _PerEmbedLimits(logging.Filter):
+    """Connexion logs an error for each query parameter outside the spec that it meets while
+    passing parameters to a view taking ``**kwargs``; ``limit.<embed>`` is one by design (the
+    spec marks ``limit`` ``x-per-embed``, and it is checked here)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (str(record.msg).startswith("Function argument")
+                    and any(str(a).startswith(_EMBED_LIMIT) for a in args))
+
+
+logging.getLogger("connexion.decorators.parameter").addFilter(_PerEmbedLimits())
 
 
 # ------------------------------------------------------------------ handlers
@@ -57,7 +75,8 @@ def list_tables() -> Response:
 
 
 def get_table(table: str) -> Response:
-    return jsonify(_relation(_catalog(get_db()), table).describe())
+    catalog = _catalog(get_db())
+    return jsonify(catalog.describe(_relation(catalog, table)))
 
 
 def get_rows(table: str, **_: Any) -> Response:
@@ -102,11 +121,13 @@ def get_row(table: str, key: str, **_: Any) -> Response:
     with _parameter_errors():
         query.check_text("key", key)
         values = query.split_list("key", key)
-        columns = query.parse_select(relation, request.args.get("select"))
+        shape, columns = _select(_catalog(conn), relation)
+        if shape is not None and shape.aggregated:
+            raise QueryError("select", "select: a row by key has nothing to aggregate")
     if len(values) != len(relation.primary_key):
         raise _bad("key", f"{relation.name} has a {len(relation.primary_key)}-column primary key "
                           f"({', '.join(relation.primary_key)}); got {len(values)} value(s)")
-    statement, params = query.row_sql(relation, columns, values)
+    statement, params = query.row_sql(relation, columns, values, shape)
     checks = [("key", relation.by_name[n], v) for n, v in zip(relation.primary_key, values,
                                                                  strict=True)]
     with value_errors.database_errors(conn, checks, relation), conn.cursor() as cur:
@@ -124,14 +145,15 @@ def get_row(table: str, key: str, **_: Any) -> Response:
 
 def _page(settings: Settings, table: str) -> Response:
     conn = get_db()
-    relation = _relation(_catalog(conn), table)
+    catalog = _catalog(conn)
+    relation = _relation(catalog, table)
     limit = _limit(settings.api.default_limit, settings.api.max_rows)
-    q = _rows_query(settings, relation, limit)
+    q = _rows_query(settings, catalog, relation, limit)
     count = request.args.get("count")
-    statement, params = query.page_sql(q)
+    statement, params = _builder(q).page_sql(q)
     headers: dict[str, str] = {}
     total: int | None = None
-    with value_errors.database_errors(conn, query.typed_values(q), relation), conn.cursor() as cur:
+    with value_errors.database_errors(conn, _typed_values(q), relation), conn.cursor() as cur:
         cur.execute(statement, params)
         data, fetched, last_key = cur.fetchone()
         if count == "estimated":
@@ -190,7 +212,7 @@ def _exact_count(conn: Connection, cur: Any, q: RowsQuery, settings: Settings) -
     timeout = settings.api.count_timeout
     if settings.pool.statement_timeout:
         timeout = min(timeout, settings.pool.statement_timeout)
-    statement, params = query.count_sql(q, timeout)
+    statement, params = _builder(q).count_sql(q, timeout)
     try:
         cur.execute(statement, params)
         return int(cur.fetchone()[0])
@@ -200,7 +222,7 @@ def _exact_count(conn: Connection, cur: Any, q: RowsQuery, settings: Settings) -
 
 
 def _estimate(cur: Any, q: RowsQuery) -> int:
-    statement, params = query.estimate_sql(q)
+    statement, params = _builder(q).estimate_sql(q)
     cur.execute(statement, params)
     plan = cur.fetchone()[0]
     if isinstance(plan, str):
@@ -219,20 +241,22 @@ def _next_url(replace: dict[str, str]) -> str:
 
 def _export(settings: Settings, pool: Any, conn: Connection, table: str, fmt: str,
             release_slot: Callable[[], None]) -> Response:
-    relation = _relation(_catalog(conn), table)
+    catalog = _catalog(conn)
+    relation = _relation(catalog, table)
     limit = _limit(settings.api.max_export_rows, settings.api.max_export_rows)
-    q = _rows_query(settings, relation, limit)
+    q = _rows_query(settings, catalog, relation, limit)
     if request.args.get("count"):
         raise _bad("count", "count is not available for CSV and NDJSON exports")
     if fmt == CSV:
-        statement, params = query.csv_sql(q, limit)
-        header = _csv_header([c.name for c in q.columns])
+        statement, params = _builder(q).csv_sql(q, limit)
+        header = _csv_header(q.shape.names if q.shape is not None else
+                             [c.name for c in q.columns])
         filename = f"{relation.name}.csv"
     else:
-        statement, params = query.ndjson_sql(q, limit)
+        statement, params = _builder(q).ndjson_sql(q, limit)
         header = b""
         filename = f"{relation.name}.ndjson"
-    with value_errors.database_errors(conn, query.typed_values(q), relation):
+    with value_errors.database_errors(conn, _typed_values(q), relation):
         stream = export.open_stream(
             pool, conn, statement, params, header=header, environ=request.environ,
             idle_timeout_ms=_idle_timeout_ms(settings), on_release=release_slot,
@@ -308,28 +332,44 @@ def _limit(default: int, maximum: int) -> int:
     return limit
 
 
-def _rows_query(settings: Settings, relation: Relation, limit: int) -> RowsQuery:
+def _rows_query(settings: Settings, catalog: Catalog, relation: Relation,
+               limit: int) -> RowsQuery:
     args = request.args
     for name in args:
-        if name not in _QUERY_PARAMS:  # Connexion's strict validation says so first
-            raise _bad(name, f"unknown query parameter {name[:40]!r}")
+        if name not in _QUERY_PARAMS and not name.startswith(_EMBED_LIMIT):
+            raise _bad(name, f"unknown query parameter {name[:40]!r}")  # Connexion says first
     with _parameter_errors():
-        columns = query.parse_select(relation, args.get("select"))
+        shape, columns = _select(catalog, relation)
         raw_filters = args.getlist("filter")
         if len(raw_filters) > query.MAX_FILTERS:
             raise QueryError("filter", f"filter: at most {query.MAX_FILTERS} filters")
-        filters = tuple(query.parse_filter(relation, f) for f in raw_filters) + _groups(relation)
-        order, unique = query.parse_order(relation, args.get("order"))
+        if shape is None:
+            filters = tuple(query.parse_filter(relation, f) for f in raw_filters)
+            order_text = args.get("order")
+        else:
+            routed = (embed.route_filter(shape, f) for f in raw_filters)
+            filters = tuple(f for f in routed if f is not None)
+            order_text = embed.route_order(shape, args.get("order"))
+        filters += _groups(relation)  # or/and groups apply to the top level
+        _embed_limits(settings, shape)
+        if shape is not None and shape.aggregated:  # groups: no key, offset paging
+            shape.order_sql = aggregate.order_sql(shape, order_text)
+            order, unique = (), False
+        else:
+            order, unique = query.parse_order(relation, order_text)
     offset = _offset(settings.api.max_offset, relation, unique)
     q = RowsQuery(relation=relation, columns=columns, filters=filters, order=order,
-                  unique=unique, offset=offset, limit=limit)
-    problem = value_errors.pattern_problem(query.pattern_values(q))
+                  unique=unique, offset=offset, limit=limit, shape=shape)
+    problem = value_errors.pattern_problem(query.pattern_values(q) +
+                                           embed.pattern_values(shape))
     if problem is not None:
         raise problem
     token = args.get("cursor")
     if token is not None:
         if "offset" in args:
             raise _bad("cursor", "cursor and offset cannot be used together")
+        if shape is not None and shape.aggregated:
+            raise _bad("cursor", "aggregated rows (groups) have no key: page with offset")
         if not unique:
             raise _bad("cursor", f"{relation.name} has no primary key, so no order is known to "
                                  "be unique: page with offset instead of cursor")
@@ -358,6 +398,37 @@ def _groups(relation: Relation) -> tuple[query.Group, ...]:
                                    "in or/and groups")
         groups.append(group)
     return tuple(groups)
+
+
+def _select(catalog: Catalog, relation: Relation) -> tuple[embed.Shape | None, tuple[Any, ...]]:
+    """``select``: a plain list of columns (shape None, parsed as always), or a shape with
+    embeds, aliases or JSON paths."""
+    api = _settings().api
+    text = request.args.get("select")
+    shape = embed.parse(catalog, relation, text, api.max_embed_depth, api.max_embeds,
+                        aggregates=api.aggregates == "on")
+    columns = tuple(i.column for i in shape.items
+                    if isinstance(i, embed.Field) and i.column is not None)
+    return (None if shape.plain else shape), columns
+
+
+def _builder(q: RowsQuery) -> Any:
+    """The statements' builder: aggregated selects group (swagger_server.data.aggregate)."""
+    return aggregate if q.shape is not None and q.shape.aggregated else query
+
+
+def _embed_limits(settings: Settings, shape: embed.Shape | None) -> None:
+    for name in request.args:
+        if name.startswith(_EMBED_LIMIT):
+            if len(request.args.getlist(name)) > 1:
+                raise QueryError(name, f"{name[:60]}: given more than once; it takes one value")
+            if shape is None:
+                raise QueryError(name, f"{name[:60]}: select embeds nothing to limit")
+            embed.route_limit(shape, name, request.args[name], settings.api.max_rows)
+
+
+def _typed_values(q: RowsQuery) -> list[tuple[str, Any, str]]:
+    return query.typed_values(q) + embed.typed_values(q.shape)
 
 
 def _offset(maximum: int, relation: Relation, unique: bool) -> int:
@@ -404,5 +475,8 @@ def _bad(param: str, detail: str, type: str = errors.INVALID_PARAMETER) -> ApiPr
 def _parameter_errors() -> Iterator[None]:
     try:
         yield
+    except embed.AmbiguousEmbed as exc:
+        raise ApiProblem(400, "Bad Request", str(exc), type=errors.AMBIGUOUS_EMBED,
+                         parameter=exc.param, candidates=exc.candidates) from None
     except QueryError as exc:
         raise _bad(exc.param, str(exc)) from None

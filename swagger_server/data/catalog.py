@@ -9,12 +9,21 @@ Read as the request's role (after its ``SET LOCAL ROLE``), cached per role. Anyt
 exposed does not exist as far as the API is concerned.
 
 Identifiers used in SQL come only from here, never from the request's text.
+
+Relationships (for embedding, :mod:`swagger_server.data.embed`) come from foreign keys
+(``pg_constraint``, composite ones too) between exposed relations whose key columns the role
+can read: many-to-one from the referencing side, one-to-many from the referenced side, and
+many-to-many through a junction table (an exposed table whose primary key holds the columns of
+two foreign keys). A view inherits the relationships of a base table when its columns are that
+table's columns unchanged (PostgreSQL records each view column's origin in the view's query
+tree, ``resorigtbl``/``resorigcol``; renamed columns count, computed ones do not).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -110,17 +119,94 @@ class Relation:
         }
 
 
+MANY_TO_ONE = "many-to-one"
+ONE_TO_MANY = "one-to-many"
+MANY_TO_MANY = "many-to-many"
+
+
+@dataclass(frozen=True)
+class Relationship:
+    """How rows of ``source`` lead to rows of ``target`` (both exposed relations).
+
+    ``source_columns`` of a source row equal ``target_columns`` of its target rows; for
+    many-to-many, through ``junction``: a junction row whose ``junction_source`` columns equal
+    ``source_columns`` and ``junction_target`` columns equal ``target_columns``.
+    """
+
+    kind: str
+    source: tuple[str, str]
+    target: tuple[str, str]
+    source_columns: tuple[str, ...]
+    target_columns: tuple[str, ...]
+    constraint: str  # the foreign key's name (many-to-many: the junction's key to the source)
+    junction: tuple[str, str] | None = None
+    junction_source: tuple[str, ...] = ()
+    junction_target: tuple[str, ...] = ()
+    target_constraint: str = ""  # many-to-many: the junction's key to the target
+
+    @property
+    def to_one(self) -> bool:
+        return self.kind == MANY_TO_ONE
+
+    def hints(self) -> set[str]:
+        """Names that pick this relationship out of several (``relation!hint``)."""
+        if self.kind == MANY_TO_MANY:
+            assert self.junction is not None
+            return {self.constraint, self.target_constraint, self.junction[1],
+                    *self.junction_source, *self.junction_target}
+        # The foreign key's name, or its columns on the referencing side.
+        fk_side = self.source_columns if self.kind == MANY_TO_ONE else self.target_columns
+        return {self.constraint, *fk_side}
+
+    def candidate(self) -> dict[str, object]:
+        """This relationship as a problem lists it among ambiguous ones."""
+        found: dict[str, object] = {
+            "kind": self.kind, "hint": self.constraint,
+            "columns": list(self.source_columns),
+            "references": {"schema": self.target[0], "name": self.target[1],
+                           "columns": list(self.target_columns)}}
+        if self.junction is not None:
+            found["junction"] = {"schema": self.junction[0], "name": self.junction[1]}
+        return found
+
+
 @dataclass(frozen=True)
 class Catalog:
     relations: tuple[Relation, ...]
     schemas: tuple[str, ...]
     loaded_at: float
+    relationships: tuple[Relationship, ...] = ()
     # (schema, name) -> relation, built once per load (not per request).
     index: dict[tuple[str, str], Relation] = field(
+        default_factory=dict, init=False, compare=False, repr=False)
+    # source (schema, name) -> its relationships
+    outgoing: dict[tuple[str, str], list[Relationship]] = field(
         default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.index.update({(r.schema, r.name): r for r in self.relations})
+        for rel in self.relationships:
+            self.outgoing.setdefault(rel.source, []).append(rel)
+
+    def relationships_between(self, source: Relation, target: Relation) -> list[Relationship]:
+        return [r for r in self.outgoing.get((source.schema, source.name), [])
+                if r.target == (target.schema, target.name)]
+
+    def describe(self, relation: Relation) -> dict[str, object]:
+        """``GET /tables/{t}``: columns and keys, plus ``foreign_keys`` and ``referenced_by``."""
+        mine = self.outgoing.get((relation.schema, relation.name), [])
+        return {
+            **relation.describe(),
+            "foreign_keys": [
+                {"name": r.constraint, "columns": list(r.source_columns),
+                 "references": {"schema": r.target[0], "name": r.target[1],
+                                "columns": list(r.target_columns)}}
+                for r in mine if r.kind == MANY_TO_ONE],
+            "referenced_by": [
+                {"name": r.constraint, "schema": r.target[0], "table": r.target[1],
+                 "columns": list(r.target_columns), "referenced_columns": list(r.source_columns)}
+                for r in mine if r.kind == ONE_TO_MANY],
+        }
 
     def resolve(self, ref: str) -> Relation | None:
         """``name`` (searched in SCHEMAS order) or ``schema.name``; None when not exposed.
@@ -238,7 +324,165 @@ def load(conn: Connection, api: ApiSettings) -> Catalog:
             schema=schema, name=name, kind=_KINDS[relkind], oid=oid,
             primary_key=tuple(pk), columns=columns, estimated_rows=estimate,
         ))
-    return Catalog(relations=tuple(relations), schemas=api.schemas, loaded_at=time.monotonic())
+    return Catalog(relations=tuple(relations), schemas=api.schemas, loaded_at=time.monotonic(),
+                   relationships=tuple(_relationships(conn, relations)))
+
+
+# ------------------------------------------------------------------ relationships
+
+_VIEW_RULES_SQL = """
+SELECT r.ev_class::int8, r.ev_action::text
+FROM pg_rewrite r
+WHERE r.ev_class = ANY(%s::int8[]::oid[]) AND r.rulename = '_RETURN'
+"""
+
+# Foreign keys touching the given relations, their columns by name in key order.
+_FOREIGN_KEYS_SQL = """
+SELECT c.conname::text, c.conrelid::int8, c.confrelid::int8,
+       (SELECT array_agg(a.attname::text ORDER BY k.i)
+        FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, i)
+        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum),
+       (SELECT array_agg(a.attname::text ORDER BY k.i)
+        FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, i)
+        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum)
+FROM pg_constraint c
+WHERE c.contype = 'f'
+  AND (c.conrelid = ANY(%s::int8[]::oid[]) OR c.confrelid = ANY(%s::int8[]::oid[]))
+ORDER BY c.conname, c.oid
+"""
+
+_ATTRIBUTES_SQL = """
+SELECT a.attrelid::int8, a.attnum::int, a.attname::text FROM pg_attribute a
+WHERE a.attrelid = ANY(%s::int8[]::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+# A view's columns are listed, in order, in its query's top-level target list.
+_FIELD = re.compile(r":(resno|resorigtbl|resorigcol|resjunk) (\S+)")
+
+
+def view_column_origins(action: str) -> dict[int, tuple[int, int]]:
+    """``{view attnum: (base relation oid, attnum)}`` from a view's stored query tree (text).
+
+    Reads only the top-level query's ``:targetList``: brace depth 1 is the query node, depth 2
+    its target entries (whose own fields, outside the nested expression, sit at depth 2 too).
+    Backslash-escaped characters (a name holding a brace) are skipped.
+    """
+    depth = 0
+    i = 0
+    n = len(action)
+    in_list = False
+    entry: list[str] = []
+    origins: dict[int, tuple[int, int]] = {}
+    while i < n:
+        ch = action[i]
+        if ch == "\\":
+            if in_list and depth == 2:
+                entry.append(action[i:i + 2])
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            if in_list and depth == 2:
+                _add_origin(origins, "".join(entry))
+                entry = []
+            depth -= 1
+            if depth == 0 and in_list:
+                break
+        elif depth == 1 and not in_list and action.startswith(":targetList ", i):
+            in_list = True
+        elif depth == 1 and in_list and ch == ":":
+            break  # the next field of the query node: the target list is over
+        elif in_list and depth == 2:
+            entry.append(ch)
+        i += 1
+    return origins
+
+
+def _add_origin(origins: dict[int, tuple[int, int]], entry: str) -> None:
+    fields = dict(_FIELD.findall(entry))
+    try:
+        resno, table, column = int(fields["resno"]), int(fields["resorigtbl"]), \
+            int(fields["resorigcol"])
+    except (KeyError, ValueError):
+        return
+    if table and column and fields.get("resjunk") != "true":
+        origins[resno] = (table, column)
+
+
+def _relationships(conn: Connection, relations: list[Relation]) -> list[Relationship]:
+    """Every relationship between ``relations`` (see the module's docstring)."""
+    by_oid = {r.oid: r for r in relations}
+    views = [r.oid for r in relations if r.kind == "view"]
+    with conn.cursor() as cur:
+        rules: list[tuple[int, str]] = []
+        if views:
+            cur.execute(_VIEW_RULES_SQL, (views,))
+            rules = cur.fetchall()
+        raw = {oid: view_column_origins(action) for oid, action in rules}
+        needed = sorted(by_oid.keys() | {t for o in raw.values() for t, _ in o.values()})
+        cur.execute(_ATTRIBUTES_SQL, (needed,))
+        names = {(oid, num): name for oid, num, name in cur.fetchall()}
+        cur.execute(_FOREIGN_KEYS_SQL, (needed, needed))
+        keys = cur.fetchall()
+    # (base oid, base column) -> [(exposed relation, its column)]: a table's own columns, and
+    # the view columns that are that column unchanged.
+    same: dict[tuple[int, str], list[tuple[Relation, str]]] = {}
+    for rel in relations:
+        for col in rel.columns:
+            same.setdefault((rel.oid, col.name), []).append((rel, col.name))
+    for view_oid, origins in raw.items():
+        view = by_oid[view_oid]
+        for attnum, (base, basenum) in origins.items():
+            view_col, base_col = names.get((view_oid, attnum)), names.get((base, basenum))
+            if view_col and base_col and view.column(view_col) is not None:
+                same.setdefault((base, base_col), []).append((view, view_col))
+    found: list[Relationship] = []
+    for name, src_oid, dst_oid, src_cols, dst_cols in keys:
+        for src, src_names in _holders(same, src_oid, src_cols or []):
+            for dst, dst_names in _holders(same, dst_oid, dst_cols or []):
+                found.append(Relationship(MANY_TO_ONE, (src.schema, src.name),
+                                          (dst.schema, dst.name), src_names, dst_names, name))
+                found.append(Relationship(ONE_TO_MANY, (dst.schema, dst.name),
+                                          (src.schema, src.name), dst_names, src_names, name))
+    return found + _many_to_many(found, {(r.schema, r.name): r for r in relations})
+
+
+def _holders(same: dict[tuple[int, str], list[tuple[Relation, str]]], oid: int,
+             columns: list[str]) -> list[tuple[Relation, tuple[str, ...]]]:
+    """Exposed relations holding all of ``columns`` of relation ``oid`` (and their names)."""
+    if not columns:
+        return []
+    per_relation: dict[tuple[str, str], tuple[Relation, list[str]]] = {}
+    for i, column in enumerate(columns):
+        for rel, name in same.get((oid, column), []):
+            held = per_relation.setdefault((rel.schema, rel.name), (rel, []))
+            if len(held[1]) == i:  # first holder of each column, in key order
+                held[1].append(name)
+    return [(rel, tuple(cols)) for rel, cols in per_relation.values()
+            if len(cols) == len(columns)]
+
+
+def _many_to_many(found: list[Relationship],
+                  relations: dict[tuple[str, str], Relation]) -> list[Relationship]:
+    """Through junction tables: two foreign keys whose columns all lie in its primary key."""
+    out: dict[tuple[str, str], list[Relationship]] = {}
+    for rel in found:
+        junction = relations[rel.source]
+        if rel.kind == MANY_TO_ONE and junction.kind == "table" \
+                and set(rel.source_columns) <= set(junction.primary_key):
+            out.setdefault(rel.source, []).append(rel)
+    made: list[Relationship] = []
+    for junction, keys in out.items():
+        for a in keys:
+            for b in keys:
+                if a.constraint == b.constraint:
+                    continue
+                made.append(Relationship(
+                    MANY_TO_MANY, a.target, b.target, a.target_columns, b.target_columns,
+                    a.constraint, junction=junction, junction_source=a.source_columns,
+                    junction_target=b.source_columns, target_constraint=b.constraint))
+    return made
 
 
 class CatalogCache:

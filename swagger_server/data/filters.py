@@ -4,9 +4,9 @@ SQL of a condition.
 A condition is ``<target>.[not.]<op>[(<language>)].<value>``. The target is a column of the
 relation (from the catalog) or a JSON path into a json/jsonb column
 (``preferences->settings->>theme``). Parsing gives :class:`Filter` and :class:`Group` objects;
-:func:`filter_sql` renders either with UNQUALIFIED column names (inside an embed's subquery
-they resolve to the embedded relation) and every value, path key and text search configuration
-as a bound parameter. Nothing of the request's text becomes SQL text.
+:func:`filter_sql` renders either with column names qualified by the statement's alias for the
+relation (``r``, at the top level and inside an embed's subquery) and every value, path key and
+text search configuration as a bound parameter. Nothing of the request's text becomes SQL text.
 
 Limits against abuse (a 400 ``/problems/invalid-parameter`` beyond them) are constants: they
 bound the parser's and the planner's work per request, which the service's own size limits
@@ -381,17 +381,19 @@ def _cast(params: Params, value: Any, type_name: str) -> sql.Composable:
     return sql.SQL("CAST({} AS {})").format(params.add(value), sql.SQL(type_name))
 
 
-def filter_sql(f: Condition, params: Params) -> sql.Composable:
-    """The condition as SQL over unqualified column names, values bound in ``params``."""
+def filter_sql(f: Condition, params: Params, alias: str | None = "r") -> sql.Composable:
+    """The condition as SQL, values bound in ``params``; columns qualified by ``alias`` (every
+    statement names the filtered relation ``r``: an embed's lateral row ``o`` may hold a field
+    of the same name, so an unqualified name could be ambiguous)."""
     if isinstance(f, Group):
-        joined = sql.SQL(f" {f.op.upper()} ").join(filter_sql(i, params) for i in f.items)
+        joined = sql.SQL(f" {f.op.upper()} ").join(filter_sql(i, params, alias) for i in f.items)
         return sql.SQL("(NOT ({}))" if f.negated else "({})").format(joined)
-    condition = _condition_sql(f, params)
+    condition = _condition_sql(f, params, alias)
     return sql.SQL("(NOT ({}))").format(condition) if f.negated else condition
 
 
-def _condition_sql(f: Filter, params: Params) -> sql.Composable:
-    target = target_sql(f.column, f.path, params)
+def _condition_sql(f: Filter, params: Params, alias: str | None) -> sql.Composable:
+    target = target_sql(f.column, f.path, params, alias)
     kind = path_type(f.path, f.column)
     if f.op in _COMPARISONS:
         return sql.SQL("{} {} {}").format(target, sql.SQL(_COMPARISONS[f.op]),

@@ -47,7 +47,6 @@ from swagger_server.data.syntax import (  # noqa: F401 (shared by the data API's
 )
 
 _column = column_of
-_filter_sql = filter_sql  # the renderer's name before it moved to filters.py
 
 _DIRECTIONS = ("asc", "desc")
 _NULLS = ("nullsfirst", "nullslast")
@@ -99,6 +98,9 @@ class RowsQuery:
     offset: int = 0
     limit: int = 100
     fingerprint_parts: list[object] = field(default_factory=list)
+    # A select with embeds, aliases or JSON paths (swagger_server.data.embed.Shape); None for a
+    # plain list of columns. It builds the row's object and the !inner conditions.
+    shape: Any = None
 
 
 # ------------------------------------------------------------------ parsing
@@ -315,6 +317,8 @@ def keyset_sql(order: Sequence[OrderTerm], values: Sequence[str | None],
 
 def _where(q: RowsQuery, params: _Params, with_keyset: bool = True) -> sql.Composable:
     conditions = [filter_sql(f, params) for f in q.filters]
+    if q.shape is not None:
+        conditions += q.shape.where_sql("r", params)  # embeds' !inner
     if with_keyset and q.after is not None:
         conditions.append(keyset_sql(q.order, q.after, params))
     if not conditions:
@@ -336,7 +340,7 @@ def _order_by(order: Sequence[OrderTerm], params: _Params) -> sql.Composable:
 
 
 def _needed(q: RowsQuery) -> list[Column]:
-    needed = list(q.columns)
+    needed = list(q.columns) if q.shape is None else list(q.shape.columns())
     for t in q.order:  # a column sorted by several JSON paths is fetched once
         if t.column not in needed:
             needed.append(t.column)
@@ -360,8 +364,12 @@ def json_value(column: Column, alias: str = "x") -> sql.Composable:
     return col
 
 
-def _json_object(columns: Sequence[Column]) -> sql.Composable:
-    """``row_to_json`` of exactly the selected columns, in their order and with their names."""
+def _json_object(columns: Sequence[Column], shape: Any = None,
+                 params: _Params | None = None) -> sql.Composable:
+    """``row_to_json`` of exactly the selected columns, in their order and with their names;
+    with a ``shape`` (embeds, aliases, JSON paths), of its items."""
+    if shape is not None and params is not None:
+        return sql.SQL("CROSS JOIN LATERAL (SELECT {}) o").format(shape.object_sql("x", params))
     return sql.SQL("CROSS JOIN LATERAL (SELECT {}) o").format(sql.SQL(", ").join(
         sql.SQL("{} AS {}").format(json_value(c), sql.Identifier(c.name)) for c in columns))
 
@@ -384,7 +392,7 @@ def page_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
         "count(*), min(p.k) FILTER (WHERE p.n = {limit}) "
         "FROM (SELECT row_to_json(o) AS j, {key} AS k, row_number() OVER () AS n "
         "FROM ({inner}) x {obj}) p"
-    ).format(limit=limit, key=key, inner=inner, obj=_json_object(q.columns))
+    ).format(limit=limit, key=key, inner=inner, obj=_json_object(q.columns, q.shape, params))
     return statement, params.values
 
 
@@ -424,12 +432,12 @@ def ndjson_sql(q: RowsQuery, limit: int) -> tuple[sql.Composable, dict[str, Any]
     params = _Params()
     statement = sql.SQL(
         "SELECT translate(row_to_json(o)::text, E'\\n\\r', '  ') FROM ({}) x {}"
-    ).format(_inner(q, params, limit), _json_object(q.columns))
+    ).format(_inner(q, params, limit), _json_object(q.columns, q.shape, params))
     return statement, params.values
 
 
-def _csv_cell(column: Column) -> sql.Composable:
-    col = _ident(column.name, "x")
+def _csv_cell(column: Column, alias: str = "x") -> sql.Composable:
+    col = _ident(column.name, alias)
     if column.is_bytea:
         text = json_value(column)
     elif column.is_datetime:
@@ -450,8 +458,11 @@ def csv_sql(q: RowsQuery, limit: int) -> tuple[sql.Composable, dict[str, Any]]:
     A relation without columns gives an empty line per row (as ``COPY ... CSV`` does).
     """
     params = _Params()
-    line = sql.SQL(" || ',' || ").join(_csv_cell(c) for c in q.columns) if q.columns \
-        else sql.SQL("''")
+    if q.shape is not None:
+        line = q.shape.csv_sql("x", params)
+    else:
+        line = sql.SQL(" || ',' || ").join(_csv_cell(c) for c in q.columns) if q.columns \
+            else sql.SQL("''")
     statement = sql.SQL("SELECT {} FROM ({}) x").format(line, _inner(q, params, limit))
     return statement, params.values
 
@@ -475,16 +486,21 @@ def declare_sql(name: str, statement: sql.Composable, batch: int,
 
 
 def row_sql(relation: Relation, columns: Sequence[Column],
-            key: Sequence[str]) -> tuple[sql.Composable, dict[str, Any]]:
-    """The row whose primary key is ``key`` (text values, in key order), as JSON text."""
+            key: Sequence[str], shape: Any = None) -> tuple[sql.Composable, dict[str, Any]]:
+    """The row whose primary key is ``key`` (text values, in key order), as JSON text; with a
+    ``shape``, its items (embeds too)."""
     params = _Params()
+    if shape is not None:
+        columns = shape.columns()
     conditions = sql.SQL(" AND ").join(
         sql.SQL("{} = {}").format(_ident(name, "r"), params.cast(value, relation.by_name[name]))
         for name, value in zip(relation.primary_key, key, strict=True))
+    if shape is not None:  # !inner embeds: the row only when they have a row
+        conditions = sql.SQL(" AND ").join([conditions, *shape.where_sql("r", params)])
     inner = sql.SQL("SELECT {} FROM {} r WHERE {}").format(
         sql.SQL(", ").join(_ident(c.name, "r") for c in columns), _relation(relation), conditions)
     statement = sql.SQL("SELECT row_to_json(o)::text FROM ({}) x {}").format(
-        inner, _json_object(columns))
+        inner, _json_object(columns, shape, params))
     return statement, params.values
 
 
@@ -505,6 +521,8 @@ def position_sql(q: RowsQuery, cap: int) -> tuple[sql.Composable, dict[str, Any]
         raise ValueError("position_sql needs a keyset position")
     params = _Params()
     conditions = [filter_sql(f, params) for f in q.filters]
+    if q.shape is not None:
+        conditions += q.shape.where_sql("r", params)  # embeds' !inner
     conditions.append(sql.SQL("({}) IS NOT TRUE").format(keyset_sql(q.order, q.after, params)))
     statement = sql.SQL("SELECT count(*) FROM (SELECT FROM {} r WHERE {} LIMIT {}) c").format(
         _relation(q.relation), sql.SQL(" AND ").join(conditions), params.add(cap))

@@ -7,7 +7,10 @@ altered.
 The tables live in the ``public`` schema, which ``[API] SCHEMAS`` exposes by default, so a fresh
 checkout answers the README's examples with no configuration. Seeding is idempotent: when any of
 the demo's names already exists in ``public`` nothing is done (nor is anything of the user's
-ever replaced). ``python -m swagger_server.db.demo DSN`` loads it into another database on purpose.
+ever replaced), except that demo data of an older version (every name present is a demo table
+whose comment names an older version) is dropped and loaded anew, so an existing embedded data
+directory gets the current schema. ``python -m swagger_server.db.demo DSN`` loads it into
+another database on purpose.
 """
 
 from __future__ import annotations
@@ -27,9 +30,14 @@ SQL_FILE = Path(__file__).resolve().parent / "sql" / "demo.sql"
 # demo data loaded by an older version), idempotent.
 ROLES_FILE = SQL_FILE.with_name("demo_roles.sql")
 ROLES = ("web_anon", "web_user")
-POLICIES = ("own_orders", "own_order_items")
-TABLES = ("customers", "products", "orders", "order_items", "product_sales")
+POLICIES = ("own_orders", "own_order_items", "own_addresses")
+TABLES = ("customers", "addresses", "products", "tags", "product_tags", "orders", "order_items",
+          "product_sales")
+VIEWS = ("product_sales",)
 TYPES = ("order_status",)
+# Every demo relation's COMMENT: "pgrest demo data" marks the demo's own, VERSION this one.
+MARK = "pgrest demo data"
+VERSION = "pgrest demo data v2"
 _LOCK_KEY = 0x70677265  # pg_advisory_xact_lock key: two starters never seed at once
 
 
@@ -52,7 +60,13 @@ def seed(dsn: str, schema: str = "public") -> bool:
             "WHERE n.nspname = %s AND t.typname = ANY(%s)",
             (schema, list(TYPES)),
         )
-        if relations or cur.fetchone()[0]:
+        types = cur.fetchone()[0]
+        if (relations or types) and _older_demo(cur, schema):
+            _drop_older_demo(cur, schema)
+            log.warning("demo data of an older version in %s: dropped, loading the current one",
+                        schema)
+            relations = types = 0
+        if relations or types:
             if relations == len(TABLES) and not _has_roles(cur, schema):
                 _add_roles(cur, schema)  # demo data of an older version: roles added
                 log.warning("demo roles %s added to %s", ", ".join(ROLES), schema)
@@ -63,11 +77,32 @@ def seed(dsn: str, schema: str = "public") -> bool:
         cur.execute("SET LOCAL search_path = " + _quote(cur, schema))
         cur.execute(SQL_FILE.read_text(encoding="utf-8"))
         _add_roles(cur, schema)
-        for table in TABLES[:-1]:
+        for table in (t for t in TABLES if t not in VIEWS):
             cur.execute("ANALYZE " + _quote(cur, table))
     log.warning("demo data loaded into %s in %.1fs (tables %s)", schema,
                 time.monotonic() - started, ", ".join(TABLES))
     return True
+
+
+def _older_demo(cur: psycopg2.extensions.cursor, schema: str) -> bool:
+    """Every demo name present is a demo relation (its comment says so), not of this version."""
+    cur.execute(
+        "SELECT c.relname::text, coalesce(obj_description(c.oid, 'pg_class'), '') "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = ANY(%s)", (schema, list(TABLES)))
+    found = cur.fetchall()
+    return bool(found) and all(comment.startswith(MARK) for _, comment in found) \
+        and any(not comment.startswith(VERSION + " ") for _, comment in found)
+
+
+def _drop_older_demo(cur: psycopg2.extensions.cursor, schema: str) -> None:
+    cur.execute("SET LOCAL search_path = " + _quote(cur, schema))
+    for view in VIEWS:
+        cur.execute("DROP VIEW IF EXISTS " + _quote(cur, view))
+    tables = ", ".join(_quote(cur, t) for t in TABLES if t not in VIEWS)
+    cur.execute(f"DROP TABLE IF EXISTS {tables}")
+    for name in TYPES:
+        cur.execute("DROP TYPE IF EXISTS " + _quote(cur, name))
 
 
 def _has_roles(cur: psycopg2.extensions.cursor, schema: str) -> bool:

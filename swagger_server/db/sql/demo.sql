@@ -1,8 +1,12 @@
 -- pgrest demo data: a small shop in the embedded database's public schema.
--- customers 10,000 - products 1,000 - orders 30,000 - order_items ~90,000 - view product_sales.
+-- customers 10,000 - addresses ~15,000 - products 1,000 - tags 12 - product_tags ~2,000 -
+-- orders 30,000 - order_items ~90,000 - view product_sales.
+-- Relationships for embedding (README "Related data"): orders -> customers (many-to-one),
+-- orders -> order_items (one-to-many), products <-> tags through product_tags (many-to-many),
+-- orders -> addresses twice (billing and shipping: an ambiguous embed).
 -- Deterministic: generate_series and hashtext() arithmetic only (no random()), so every fresh
 -- embedded database holds the same rows and the README's examples show the same answers.
--- Run by swagger_server/demo.py, in one transaction, only on the embedded server.
+-- Run by swagger_server/db/demo.py, in one transaction, only on the embedded server.
 
 CREATE FUNCTION pg_temp.pick(salt text, i bigint, n integer) RETURNS integer
     LANGUAGE sql IMMUTABLE AS $$ SELECT (abs(hashtext(salt || ':' || i::text)) % n)::integer $$;
@@ -34,7 +38,31 @@ CREATE TABLE products (
     rating       real,
     released_on  date NOT NULL,
     attributes   jsonb NOT NULL,
-    checksum     bytea NOT NULL
+    checksum     bytea NOT NULL,
+    description  text NOT NULL,
+    -- full-text search: a stored tsvector (and a GIN index on the text column below)
+    search       tsvector GENERATED ALWAYS AS (
+                     to_tsvector('english', name || ' ' || description)) STORED
+);
+
+CREATE TABLE addresses (
+    id           integer PRIMARY KEY,
+    customer_id  integer NOT NULL,
+    label        text NOT NULL,
+    street       text NOT NULL,
+    city         text,
+    country      char(2) NOT NULL
+);
+
+CREATE TABLE tags (
+    id    integer PRIMARY KEY,
+    name  text NOT NULL UNIQUE
+);
+
+CREATE TABLE product_tags (
+    product_id  integer NOT NULL,
+    tag_id      integer NOT NULL,
+    PRIMARY KEY (product_id, tag_id)
 );
 
 CREATE TABLE orders (
@@ -46,7 +74,9 @@ CREATE TABLE orders (
     total        numeric(12, 2) NOT NULL,
     coupon_code  text,
     shipping     jsonb NOT NULL,
-    note         text
+    note         text,
+    billing_address_id   integer,
+    shipping_address_id  integer
 );
 
 CREATE TABLE order_items (
@@ -104,7 +134,17 @@ SELECT i,
        jsonb_build_object('color', (ARRAY['red', 'green', 'blue', 'black', 'white'])[1 + pg_temp.pick('color', i, 5)],
                           'sizes', (ARRAY['["S","M","L"]', '["one size"]', '[]'])[1 + pg_temp.pick('sizes', i, 3)]::jsonb,
                           'warranty_years', pg_temp.pick('warranty', i, 4)),
-       decode(md5('checksum:' || i), 'hex')
+       decode(md5('checksum:' || i), 'hex'),
+       'A ' || lower(a.adjective) || ' ' || lower(n.noun) || ' for '
+           || (ARRAY['everyday use', 'travel', 'the office', 'outdoor adventures', 'students',
+                     'professionals', 'the kitchen', 'gift giving'])[1 + pg_temp.pick('for', i, 8)]
+           || '. '
+           || (ARRAY['Cheap and cheerful.', 'Built to last for years.', 'Award-winning design.',
+                     'Light enough to carry anywhere.', 'Pairs well with our running shoes.',
+                     'Made from recycled materials.', 'Easy to clean and repair.',
+                     'A customer favourite since launch.'])[1 + pg_temp.pick('pitch', i, 8)]
+           || CASE WHEN pg_temp.pick('extra', i, 3) = 0
+                   THEN ' Ships in a box you can reuse.' ELSE '' END
 FROM generate_series(1, 1000) AS i
 CROSS JOIN LATERAL (SELECT (ARRAY['Sturdy', 'Compact', 'Deluxe', 'Eco', 'Smart', 'Vintage', 'Ultra',
         'Classic', 'Wireless', 'Handmade'])[1 + pg_temp.pick('adj', i, 10)] AS adjective) a
@@ -127,9 +167,30 @@ FROM generate_series(1, 30000) AS o
 CROSS JOIN LATERAL generate_series(1, 1 + pg_temp.pick('lines', o, 5)) AS line
 JOIN products p ON p.id = 1 + pg_temp.pick('product', o * 10 + line, 1000);
 
-INSERT INTO orders (id, customer_id, status, ordered_at, shipped_at, total, coupon_code, shipping, note)
+-- Every customer has a home address (id 2c - 1); about a third also a work address (id 2c).
+INSERT INTO addresses
+SELECT a.id, c.id, a.label, (1 + pg_temp.pick('house', a.id, 200))::text || ' '
+           || (ARRAY['Main Street', 'Station Road', 'Park Lane', 'Mill Way', 'Church Street',
+                     'High Street'])[1 + pg_temp.pick('street', a.id, 6)],
+       c.city, c.country
+FROM customers c
+CROSS JOIN LATERAL (VALUES (2 * c.id - 1, 'home'), (2 * c.id, 'work')) AS a(id, label)
+WHERE a.label = 'home' OR pg_temp.pick('work', c.id, 3) = 0;
+
+INSERT INTO tags
+SELECT i, (ARRAY['bestseller', 'new', 'eco', 'gift', 'sale', 'premium', 'compact', 'outdoor',
+                 'kids', 'limited', 'handmade', 'refurbished'])[i]
+FROM generate_series(1, 12) AS i;
+
+INSERT INTO product_tags
+SELECT DISTINCT p, 1 + pg_temp.pick('tag', p * 10 + k, 12)
+FROM generate_series(1, 1000) AS p
+CROSS JOIN LATERAL generate_series(1, pg_temp.pick('tags', p, 4)) AS k;
+
+INSERT INTO orders (id, customer_id, status, ordered_at, shipped_at, total, coupon_code, shipping,
+                    note, billing_address_id, shipping_address_id)
 SELECT i,
-       1 + pg_temp.pick('customer', i, 10000),
+       b.customer_id,
        s.status,
        o.at,
        CASE WHEN s.status IN ('shipped', 'delivered')
@@ -143,8 +204,12 @@ SELECT i,
             WHEN 1 THEN 'Ring twice — "urgent"'
             WHEN 2 THEN 'Zustellung an Nachbarn möglich'
             WHEN 3 THEN E'Gift wrap\nwith a card'
-            WHEN 4 THEN '' END
+            WHEN 4 THEN '' END,
+       2 * b.customer_id - 1,
+       CASE WHEN pg_temp.pick('work', b.customer_id, 3) = 0 AND pg_temp.pick('ship_to', i, 2) = 0
+            THEN 2 * b.customer_id ELSE 2 * b.customer_id - 1 END
 FROM generate_series(1, 30000) AS i
+CROSS JOIN LATERAL (SELECT 1 + pg_temp.pick('customer', i, 10000) AS customer_id) b
 CROSS JOIN LATERAL (SELECT timestamptz '2023-01-01 00:00:00+00'
         + (i * 1050 + pg_temp.pick('at', i, 1000)) * interval '1 second' AS at) o
 CROSS JOIN LATERAL (SELECT CASE WHEN i > 29700 THEN 'pending'::order_status
@@ -157,10 +222,21 @@ ORDER BY i;
 ALTER TABLE orders ADD FOREIGN KEY (customer_id) REFERENCES customers (id);
 ALTER TABLE order_items ADD FOREIGN KEY (order_id) REFERENCES orders (id);
 ALTER TABLE order_items ADD FOREIGN KEY (product_id) REFERENCES products (id);
+ALTER TABLE addresses ADD FOREIGN KEY (customer_id) REFERENCES customers (id);
+ALTER TABLE orders ADD CONSTRAINT orders_billing_address_fkey
+    FOREIGN KEY (billing_address_id) REFERENCES addresses (id);
+ALTER TABLE orders ADD CONSTRAINT orders_shipping_address_fkey
+    FOREIGN KEY (shipping_address_id) REFERENCES addresses (id);
+ALTER TABLE product_tags ADD FOREIGN KEY (product_id) REFERENCES products (id);
+ALTER TABLE product_tags ADD FOREIGN KEY (tag_id) REFERENCES tags (id);
 
 CREATE INDEX ON orders (customer_id);
 CREATE INDEX ON orders (ordered_at);
 CREATE INDEX ON order_items (product_id);
+CREATE INDEX ON addresses (customer_id);
+CREATE INDEX ON product_tags (tag_id);
+-- Full-text search on the text column (README "Data API": the index that makes it fast)
+CREATE INDEX products_description_fts ON products USING gin (to_tsvector('english', description));
 
 CREATE VIEW product_sales AS
 SELECT p.id AS product_id, p.name, p.category,
@@ -170,8 +246,11 @@ FROM products p
 JOIN order_items i ON i.product_id = p.id
 GROUP BY p.id, p.name, p.category;
 
-COMMENT ON TABLE customers IS 'pgrest demo data (swagger_server/sql/demo.sql)';
-COMMENT ON TABLE products IS 'pgrest demo data (swagger_server/sql/demo.sql)';
-COMMENT ON TABLE orders IS 'pgrest demo data (swagger_server/sql/demo.sql)';
-COMMENT ON TABLE order_items IS 'pgrest demo data (swagger_server/sql/demo.sql)';
-COMMENT ON VIEW product_sales IS 'pgrest demo data (swagger_server/sql/demo.sql)';
+COMMENT ON TABLE customers IS 'pgrest demo data v2 (swagger_server/db/sql/demo.sql)';
+COMMENT ON TABLE addresses IS 'pgrest demo data v2 (swagger_server/db/sql/demo.sql)';
+COMMENT ON TABLE products IS 'pgrest demo data v2 (swagger_server/db/sql/demo.sql)';
+COMMENT ON TABLE tags IS 'pgrest demo data v2 (swagger_server/db/sql/demo.sql)';
+COMMENT ON TABLE product_tags IS 'pgrest demo data v2 (swagger_server/db/sql/demo.sql)';
+COMMENT ON TABLE orders IS 'pgrest demo data v2 (swagger_server/db/sql/demo.sql)';
+COMMENT ON TABLE order_items IS 'pgrest demo data v2 (swagger_server/db/sql/demo.sql)';
+COMMENT ON VIEW product_sales IS 'pgrest demo data v2 (swagger_server/db/sql/demo.sql)';
