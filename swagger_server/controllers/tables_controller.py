@@ -24,7 +24,7 @@ from swagger_server.config import Settings
 from swagger_server.data import cursors, export, query, value_errors
 from swagger_server.data.catalog import CACHE, Catalog, Relation
 from swagger_server.data.query import QueryError, RowsQuery
-from swagger_server.db import get_db, get_pool
+from swagger_server.db import deadline, get_db, get_pool
 from swagger_server.db.pool import Connection
 from swagger_server.errors import ApiProblem
 from swagger_server.ops import metrics
@@ -73,7 +73,8 @@ def get_rows(table: str, **_: Any) -> Response:
             headers={"Retry-After": str(EXPORT_RETRY_AFTER_SECONDS)})
     try:
         pool = get_pool()
-        conn = pool.getconn(long_lived=True)  # an export: no leak warning
+        # An export: no leak warning; waits only for what is left of ACQUIRE_TIMEOUT.
+        conn = pool.getconn(timeout=deadline.time_left(), long_lived=True)
     except BaseException:
         release_slot()
         raise
