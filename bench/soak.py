@@ -40,6 +40,7 @@ from swagger_server.db import demo  # noqa: E402
 from swagger_server.db.embedded import EmbeddedPostgres  # noqa: E402
 
 RSS_TOLERANCE = 0.10
+RECONNECT_EVERY = 100
 
 
 @contextlib.contextmanager
@@ -103,7 +104,13 @@ def client(port: int, seed: int, counter: Iterator[int], total: int, statuses: C
            lock: threading.Lock) -> None:
     mix = Mix(seed)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    while next(counter) < total:
+    for sent in itertools.count(1):
+        if next(counter) >= total:
+            break
+        if sent % RECONNECT_EVERY == 0:
+            # As browsers do; also spreads the clients over the workers again and again, so
+            # that each worker meets the full concurrency during the warm-up already.
+            conn.close()
         kind, path, headers = mix.next()
         try:
             conn.request("GET", path, headers=headers)
@@ -129,14 +136,23 @@ def worker_rss(master: int) -> dict[int, int]:
     return out
 
 
-def connections(dsn: str, stop: threading.Event, peak: list[int]) -> None:
+def connections(dsn: str, stop: threading.Event, peak: list[int], limit: int,
+                workers: list[int]) -> None:
+    """The soak's workers' connections (by application_name: not other services' workers)."""
+    shown = [-100]
+    names = [f"pgrest worker {pid}" for pid in workers]
     with contextlib.closing(psycopg2.connect(dsn)) as conn:
         conn.autocommit = True
         with conn.cursor() as cur:
             while not stop.is_set():
-                cur.execute("SELECT count(*) FROM pg_stat_activity "
-                            "WHERE application_name LIKE 'pgrest worker %'")
-                peak.append(int(cur.fetchone()[0]))
+                cur.execute("SELECT application_name, pid, state, backend_start, "
+                            "left(query, 60) FROM pg_stat_activity "
+                            "WHERE application_name = ANY(%s)", (names,))
+                rows = cur.fetchall()
+                peak.append(len(rows))
+                if len(rows) > limit and len(peak) - shown[0] > 50:  # what was over, now and then
+                    shown[0] = len(peak)
+                    print(f"  {len(rows)} connections:", *rows, sep="\n    ", flush=True)
                 time.sleep(0.2)
 
 
@@ -177,7 +193,9 @@ def main() -> None:
         statuses.clear()
         stop = threading.Event()
         peaks: list[int] = []
-        sampler = threading.Thread(target=connections, args=(dsn, stop, peaks),
+        sampler = threading.Thread(target=connections,
+                                   args=(dsn, stop, peaks, args.workers * args.max_size,
+                                         list(reference)),
                                    name="conn-sampler", daemon=True)
         sampler.start()
         start = time.monotonic()

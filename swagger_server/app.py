@@ -15,7 +15,7 @@ from swagger_server.auth.keyset import KeyFileError
 from swagger_server.auth.spec import SPEC_SECURITY_MAP
 from swagger_server.config import PROJECT_ROOT, Settings, load_settings
 from swagger_server.ops import access_log, metrics
-from swagger_server.web import admission, served_spec
+from swagger_server.web import served_spec
 from swagger_server.web.admission import AdmissionControl, ArrivalStamp
 from swagger_server.web.cors import ProblemCORSMiddleware
 from swagger_server.web.json_provider import ExactJSONProvider, jsonifier
@@ -26,6 +26,7 @@ from swagger_server.web.middleware import (
     StalledClientGuard,
 )
 from swagger_server.web.validation import ParameterValidator, RepeatedParameterParser
+from swagger_server.web.wsgi_bridge import BufferedWSGIMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
     guard = partial(StalledClientGuard, stall_timeout=settings.api.export_stall_timeout)
     app = connexion.FlaskApp(__name__, specification_dir=spec_dir, jsonifier=jsonifier(),
                              middlewares=[ArrivalStamp, guard, *served_spec.middlewares()])
-    admission.size_thread_pool(app._middleware_app)
+    # a2wsgi, with whole responses handed to the event loop at once, in 10 + 2 threads.
+    app._middleware_app.asgi_app = BufferedWSGIMiddleware(app.app.wsgi_app)
     app.app.config["SETTINGS"] = settings
     app.app.json = ExactJSONProvider(app.app)  # jsonify as exact as a returned dict
     db.init_app(app.app)

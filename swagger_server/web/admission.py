@@ -25,7 +25,6 @@ import contextlib
 import json
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -156,20 +155,3 @@ async def _busy(send: Send, request_id: str, timeout: float) -> None:
         (b"retry-after", str(RETRY_AFTER_SECONDS).encode("ascii")),
         (b"content-length", str(len(body)).encode("ascii"))]})
     await send({"type": "http.response.body", "body": body})
-
-
-def size_thread_pool(flask_asgi_app: Any) -> None:
-    """Give a2wsgi's thread pool REQUEST_THREADS + OPS_THREADS threads.
-
-    Connexion 3.3 makes a2wsgi's ``WSGIMiddleware`` with its default 10 threads and offers no
-    setting; its executor is replaced before the first request (threads start lazily, so the
-    old one never ran any).
-    """
-    wsgi = getattr(flask_asgi_app, "asgi_app", None)
-    old = getattr(wsgi, "executor", None)
-    if not isinstance(old, ThreadPoolExecutor):
-        raise RuntimeError("a2wsgi's WSGIMiddleware has no ThreadPoolExecutor 'executor' "
-                           "(Connexion or a2wsgi changed): admission control cannot size it")
-    wsgi.executor = ThreadPoolExecutor(thread_name_prefix="WSGI",
-                                       max_workers=REQUEST_THREADS + OPS_THREADS)
-    old.shutdown(wait=False)
