@@ -59,3 +59,22 @@ def test_an_empty_relation_is_an_empty_page(client: TestClient) -> None:
     r = client.get("/tables/plain/rows")
     assert r.status_code == 200
     assert r.json() == {"data": [], "next_cursor": None}
+
+
+ACCENTED = """
+CREATE TABLE words (id integer PRIMARY KEY, w text);
+INSERT INTO words VALUES (1, 'café'), (2, 'Søren'), (3, '日本');
+"""
+
+
+@pytest.mark.parametrize("encoding", ["UTF8", "LATIN1"])
+def test_a_page_is_utf8_json_whatever_the_connections_client_encoding(
+        database: TestDatabase, encoding: str) -> None:
+    """The page's JSON goes into the body as the connection's bytes only when they are UTF-8."""
+    dsn = seeded_database(database, f"words{encoding.lower()}", ACCENTED.replace(
+        "'日本'", "'日本'" if encoding == "UTF8" else "'Ærø'"))
+    with app_client(f"{dsn} options='-c client_encoding={encoding}'") as client:
+        r = client.get("/tables/words/rows")
+        assert r.status_code == 200, r.text
+        words = [row["w"] for row in r.json()["data"]]
+    assert words == ["café", "Søren", "日本" if encoding == "UTF8" else "Ærø"]
