@@ -3,7 +3,7 @@
 A request's whole wait (for a request thread, then for a connection) is bounded by
 ``ACQUIRE_TIMEOUT`` from its arrival at the worker: past it, 503 + ``Retry-After``. Before
 admission control, requests queued in a2wsgi's thread pool without bound, never got a 503 and
-waited as long as the backlog took (here about 2.5 s, over the bound).
+waited as long as the backlog took (here about 3.2 s, over the bound).
 
 Behavioural bounds, not speed: the margin is wide for a noisy 2-core machine, and still far
 below what the unbounded queue made requests wait.
@@ -27,16 +27,16 @@ from tests.server import GunicornServer, scratch_database
 
 pytestmark = pytest.mark.e2e
 
-CLIENTS = 200
+CLIENTS = 256  # the figure
 SECONDS = 4.0  # each client sends requests one after another for this long
 MAX_SIZE = 4
 ACQUIRE_TIMEOUT = 0.5
 PAGE_SECONDS = 0.05  # the view sleeps this long per page
 # The bound, ACQUIRE_TIMEOUT + 50 ms + the page's own time, plus room for a noisy
 # machine (connect, event loop backlog, the client's own scheduling). The unbounded queue made
-# requests wait CLIENTS / (MAX_SIZE / PAGE_SECONDS) = 2.5 s.
+# requests wait CLIENTS / (MAX_SIZE / PAGE_SECONDS) = 3.2 s, and longer on a busy machine.
 BOUND = ACQUIRE_TIMEOUT + 0.05 + PAGE_SECONDS
-MARGIN = 1.0
+MARGIN = 1.5
 SLOW_PAGE = "/tables/slow/rows"
 
 
