@@ -41,7 +41,8 @@ def gunicorn(tree: Path, dsn: str, workers: int, extra: Mapping[str, str]) -> It
            if not k.startswith(("POOL_", "SERVER_", "API_", "AUTH_", "CORS_"))}
     env.update(DATABASE_URL=dsn, SERVER_BIND=f"127.0.0.1:{port}", SERVER_WORKERS=str(workers),
                SERVER_LOG_LEVEL="warning", SERVER_ACCESS_LOG="off", POOL_MIN_SIZE="4",
-               PYTHONPATH=str(tree), APP_CONFIG="/dev/null", **extra)
+               PYTHONPATH=str(tree), APP_CONFIG="/dev/null")
+    env.update(extra)  # wins over the defaults above
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "wsgi:application"], cwd=tree,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
