@@ -36,8 +36,8 @@ class _Seed:
         self._pool = ThreadedConnectionPool(1, 20, settings.database.dsn,
                                             application_name=f"seed worker {os.getpid()}")
 
-    def getconn(self) -> Any:
-        return self._pool.getconn()
+    def getconn(self, timeout: float | None = None) -> Any:
+        return self._pool.getconn()  # the seed waits for nothing: it raises when exhausted
 
     def putconn(self, conn: Any) -> None:
         self._pool.putconn(conn)  # closed unless fewer than minconn=1 are idle: the seed's cost
@@ -47,7 +47,7 @@ class _Connect:
     def __init__(self, settings: Settings) -> None:
         self._dsn = settings.database.dsn
 
-    def getconn(self) -> Any:
+    def getconn(self, timeout: float | None = None) -> Any:
         return psycopg2.connect(self._dsn, application_name=f"connect worker {os.getpid()}")
 
     def putconn(self, conn: Any) -> None:
@@ -77,8 +77,8 @@ class _PsycopgPool:
                                     kwargs={"application_name": f"psycopg_pool {os.getpid()}"},
                                     open=True)
 
-    def getconn(self) -> Any:
-        return _Wrapped(self._pool.getconn())
+    def getconn(self, timeout: float | None = None) -> Any:
+        return _Wrapped(self._pool.getconn(timeout=timeout))
 
     def putconn(self, wrapped: _Wrapped) -> None:
         wrapped.conn.rollback()  # as our pool does; psycopg_pool would warn, then roll back
@@ -96,7 +96,7 @@ class _SqlAlchemy:
             creator=lambda: psycopg2.connect(dsn, application_name=f"sqlalchemy {os.getpid()}"),
             pool_size=settings.pool.max_size, max_overflow=0, pool_pre_ping=True)
 
-    def getconn(self) -> Any:
+    def getconn(self, timeout: float | None = None) -> Any:  # QueuePool: its own pool_timeout
         return _Wrapped(self._engine.raw_connection())  # a proxy of the psycopg2 connection
 
     def putconn(self, wrapped: _Wrapped) -> None:
