@@ -591,6 +591,18 @@ def test_a_checkout_held_past_the_leak_threshold_warns_once_with_its_stack(make_
     pool.putconn(conn)
 
 
+def test_opening_a_connection_keeps_watching_the_other_checkouts(make_pool, caplog):
+    """A checkout taken from the idle ones, then another that opens a new connection: the
+    first is still watched (its leak warning comes), not forgotten when the second connects."""
+    caplog.set_level(logging.WARNING, logger="swagger_server.db.watchdog")
+    pool = make_pool(min_size=1, max_size=2, leak_threshold=0.3, watch_interval=0.05)
+    held = take_and_keep(pool)  # the idle connection min_size opened
+    pool.putconn(pool.getconn())  # a second connection opened meanwhile, given back at once
+    assert pool.stats()["opened_total"] == 2
+    assert wait_until(lambda: leak_warnings(caplog), timeout=5)
+    pool.putconn(held)
+
+
 def test_a_long_lived_checkout_is_not_a_leak(make_pool, caplog):
     caplog.set_level(logging.WARNING, logger="swagger_server.db.watchdog")
     pool = make_pool(min_size=1, max_size=2, leak_threshold=0.2, watch_interval=0.05)

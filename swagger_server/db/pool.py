@@ -534,12 +534,8 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
             self._counters["opened_total"] += 1
             recovered = self._db_down
             self._db_down = self._attempting = False
-            self._backoff = 0.0
-        self._attempting = False  # a connection attempt in flight while the database is down
-        self._next_attempt = 0.0
-        self._backoff = 0.0
-        self._down_reason = ""
-        self.checkouts: dict[int, Checkout] = {}  # id(conn) -> its current use, for the watchdog
+            self._backoff = self._next_attempt = 0.0
+            self._down_reason = ""
         if recovered:
             log.warning("pool %s: database reachable again", self.pid)
         lifetime = self.max_lifetime * (1.0 - random.uniform(0.0, _LIFETIME_JITTER))
