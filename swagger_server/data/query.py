@@ -390,7 +390,7 @@ def page_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
     statement = sql.SQL(
         "SELECT coalesce(json_agg(p.j) FILTER (WHERE p.n <= {limit}), '[]')::text, "
         "count(*), min(p.k) FILTER (WHERE p.n = {limit}) "
-        "FROM (SELECT row_to_json(o) AS j, {key} AS k, row_number() OVER () AS n "
+        "FROM (SELECT row_to_json(o.*) AS j, {key} AS k, row_number() OVER () AS n "
         "FROM ({inner}) x {obj}) p"
     ).format(limit=limit, key=key, inner=inner, obj=_json_object(q.columns, q.shape, params))
     return statement, params.values
@@ -431,7 +431,7 @@ def ndjson_sql(q: RowsQuery, limit: int) -> tuple[sql.Composable, dict[str, Any]
     """
     params = _Params()
     statement = sql.SQL(
-        "SELECT translate(row_to_json(o)::text, E'\\n\\r', '  ') FROM ({}) x {}"
+        "SELECT translate(row_to_json(o.*)::text, E'\\n\\r', '  ') FROM ({}) x {}"
     ).format(_inner(q, params, limit), _json_object(q.columns, q.shape, params))
     return statement, params.values
 
@@ -499,7 +499,7 @@ def row_sql(relation: Relation, columns: Sequence[Column],
         conditions = sql.SQL(" AND ").join([conditions, *shape.where_sql("r", params)])
     inner = sql.SQL("SELECT {} FROM {} r WHERE {}").format(
         sql.SQL(", ").join(_ident(c.name, "r") for c in columns), _relation(relation), conditions)
-    statement = sql.SQL("SELECT row_to_json(o)::text FROM ({}) x {}").format(
+    statement = sql.SQL("SELECT row_to_json(o.*)::text FROM ({}) x {}").format(
         inner, _json_object(columns, shape, params))
     return statement, params.values
 
