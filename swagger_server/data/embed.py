@@ -16,8 +16,8 @@ array (``[]`` when empty), ordered by the child's primary key unless ``order`` s
 Everything is built into the one statement of the request: each embed is a correlated
 subquery (``json_agg`` over the child's rows) in the row's select list. The parent's key
 columns are first captured under an alias of their own (``e<depth>``), so that the child can be
-aliased ``r`` like a top-level relation and its filters rendered by the same code
-(:func:`swagger_server.data.query.filter_sql`). Identifiers come only from the catalog; JSON
+aliased ``r`` like a top-level relation and its filters and boolean groups (``or.<embed>=``,
+:func:`route_group`) rendered by the same code (:func:`swagger_server.data.query.filter_sql`). Identifiers come only from the catalog; JSON
 path keys, filter values and limits are bound parameters.
 """
 
