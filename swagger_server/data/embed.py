@@ -17,8 +17,9 @@ Everything is built into the one statement of the request: each embed is a corre
 subquery (``json_agg`` over the child's rows) in the row's select list. The parent's key
 columns are first captured under an alias of their own (``e<depth>``), so that the child can be
 aliased ``r`` like a top-level relation and its filters and boolean groups (``or.<embed>=``,
-:func:`route_group`) rendered by the same code (:func:`swagger_server.data.query.filter_sql`). Identifiers come only from the catalog; JSON
-path keys, filter values and limits are bound parameters.
+:func:`route_group`) rendered by the same code (:func:`swagger_server.data.query.filter_sql`).
+Identifiers come only from the catalog; JSON path keys, filter values and limits are bound
+parameters.
 """
 
 from __future__ import annotations
