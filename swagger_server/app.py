@@ -16,6 +16,7 @@ from swagger_server.auth.spec import SPEC_SECURITY_MAP
 from swagger_server.config import PROJECT_ROOT, Settings, load_settings
 from swagger_server.ops import access_log, metrics
 from swagger_server.web import served_spec
+from swagger_server.web.admission import AdmissionControl, ArrivalStamp
 from swagger_server.web.cors import ProblemCORSMiddleware
 from swagger_server.web.json_provider import ExactJSONProvider, jsonifier
 from swagger_server.web.middleware import (
@@ -25,6 +26,7 @@ from swagger_server.web.middleware import (
     StalledClientGuard,
 )
 from swagger_server.web.validation import ParameterValidator, RepeatedParameterParser
+from swagger_server.web.wsgi_bridge import BufferedWSGIMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +43,13 @@ class StartupError(RuntimeError):
 
 def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> connexion.FlaskApp:
     settings = settings or load_settings()
-    # The stalled-client guard goes outermost, where it sees the server's own send.
+    # The stalled-client guard goes outermost, where it sees the server's own send; only the
+    # arrival stamp comes before it, so that a request's deadline counts from its arrival.
     guard = partial(StalledClientGuard, stall_timeout=settings.api.export_stall_timeout)
     app = connexion.FlaskApp(__name__, specification_dir=spec_dir, jsonifier=jsonifier(),
-                             middlewares=[guard, *served_spec.middlewares()])
+                             middlewares=[ArrivalStamp, guard, *served_spec.middlewares()])
+    # a2wsgi, with whole responses handed to the event loop at once, in 10 + 2 threads.
+    app._middleware_app.asgi_app = BufferedWSGIMiddleware(app.app.wsgi_app)
     app.app.config["SETTINGS"] = settings
     app.app.json = ExactJSONProvider(app.app)  # jsonify as exact as a returned dict
     db.init_app(app.app)
@@ -81,6 +86,10 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
     # Innermost of ours (after CORS, so a cross-origin probe gets its headers), still before
     # routing and the thread pool.
     app.add_middleware(LiveProbe, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    # Last before the Flask app's threads: routing, validation and the Swagger UI, answered on
+    # the event loop, do not wait for one.
+    app.add_middleware(AdmissionControl, position=MiddlewarePosition.BEFORE_CONTEXT,
+                       acquire_timeout=settings.pool.acquire_timeout)
     _build_now(app)
     return app
 

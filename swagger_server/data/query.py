@@ -378,21 +378,30 @@ def page_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
     """One statement: ``(data json text, rows fetched, last row's key as text[])``.
 
     Fetches ``limit + 1`` rows to learn whether a next page exists; the JSON holds ``limit``.
+    The rows are numbered once (a window over the page's rows, in their order); the JSON is
+    built for the first ``limit`` only and the key of row ``limit`` alone (an aggregate's
+    argument is evaluated only where its FILTER holds).
     """
     params = _Params()
     inner = _inner(q, params, q.limit + 1)
     limit = params.add(q.limit)
+    taken = {c.name for c in _needed(q)}
+    number = "n"
+    while number in taken:  # beside the page's columns, under a name none of them has
+        number += "_"
+    n = sql.Identifier("x", number)
     if q.unique:
-        key = sql.SQL("ARRAY[{}]").format(sql.SQL(", ").join(
-            sql.SQL("({})::text").format(t.expr(params, "x")) for t in q.order))
+        key = sql.SQL("min(ARRAY[{}]) FILTER (WHERE {n} = {limit})").format(
+            sql.SQL(", ").join(sql.SQL("({})::text").format(t.expr(params, "x"))
+                               for t in q.order), n=n, limit=limit)
     else:
         key = sql.SQL("NULL::text[]")
     statement = sql.SQL(
-        "SELECT coalesce(json_agg(p.j) FILTER (WHERE p.n <= {limit}), '[]')::text, "
-        "count(*), min(p.k) FILTER (WHERE p.n = {limit}) "
-        "FROM (SELECT row_to_json(o.*) AS j, {key} AS k, row_number() OVER () AS n "
-        "FROM ({inner}) x {obj}) p"
-    ).format(limit=limit, key=key, inner=inner, obj=_json_object(q.columns, q.shape, params))
+        "SELECT coalesce(json_agg(row_to_json(o.*)) FILTER (WHERE {n} <= {limit}), '[]')::text, "
+        "count(*), {key} "
+        "FROM (SELECT s.*, row_number() OVER () AS {number} FROM ({inner}) s) x {obj}"
+    ).format(n=n, limit=limit, key=key, number=sql.Identifier(number), inner=inner,
+             obj=_json_object(q.columns, q.shape, params))
     return statement, params.values
 
 

@@ -19,6 +19,7 @@ from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
 from swagger_server.auth import request as request_auth
 from swagger_server.config import Settings, option_settings
+from swagger_server.db import deadline
 from swagger_server.db.pool import Connection, ConnectionPool
 from swagger_server.db.transaction import PreambleBinding, connection_defaults
 
@@ -206,7 +207,8 @@ def get_db(readonly: bool = True) -> Connection:
     """
     if "db" not in g:
         pool = get_pool()
-        conn = pool.getconn()
+        # What is left of ACQUIRE_TIMEOUT since the request arrived (swagger_server/db/deadline.py).
+        conn = pool.getconn(timeout=deadline.time_left())
         try:
             request_auth.attach(conn)  # the request's role (no-op when auth is off)
         except BaseException:
