@@ -103,3 +103,23 @@ def test_what_a_role_cannot_read_cannot_be_embedded(client: TestClient, role: st
     # orders' other relations are not readable to it: no relationship
     items = get(client, "/tables/orders/rows", headers, select="id,order_items(line_no)")
     assert items.status_code == 400 and "'order_items'" in items.json()["detail"]
+
+
+def test_groups_on_an_embed_see_what_the_role_sees(client: TestClient, role: str) -> None:
+    """``or.<embed>`` names the embedded relation's columns as the role's catalog has them, and
+    RLS still decides the rows: a group cannot reach another customer's orders."""
+    headers = token(role=role)
+    hidden = get(client, "/tables/orders/rows", headers,
+                 **{"select": "id,customers(name)", "or.customers": "(email.like.*a*,id.eq.1)"})
+    assert hidden.status_code == 400, hidden.text
+    assert hidden.json()["parameter"] == "or.customers"
+    assert "customers has no column 'email'" in hidden.json()["detail"]
+    as_43 = get(client, "/tables/customers/rows", token(43), **{
+        "select": "id,orders(id)", "filter": "id.eq.42",
+        "or.orders": "(customer_id.eq.42,customer_id.eq.43)"})
+    assert as_43.status_code == 200, as_43.text
+    assert as_43.json()["data"] == [{"id": 42, "orders": []}]
+    own = get(client, "/tables/customers/rows", token(42), **{
+        "select": "id,orders(id)", "filter": "id.eq.42",
+        "or.orders": "(customer_id.eq.42,customer_id.eq.43)"})
+    assert own.json()["data"][0]["orders"], own.text

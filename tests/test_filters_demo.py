@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from swagger_server.config import PROJECT_ROOT
 from swagger_server.db import demo
 from tests.conftest import app_client
 from tests.pg import TestDatabase, create_database
@@ -21,9 +22,9 @@ def client(database: TestDatabase) -> Iterator[TestClient]:
         yield client
 
 
-def get(client: TestClient, query: str) -> dict[str, Any]:
+def get(client: TestClient, query: str, table: str = "customers") -> dict[str, Any]:
     """The README's query string, sent as typed (``+`` is a space)."""
-    r = client.get(f"/tables/customers/rows?{query}")
+    r = client.get(f"/tables/{table}/rows?{query}")
     return {"status": r.status_code, **r.json()}
 
 
@@ -92,3 +93,27 @@ def test_text_search_and_its_errors(client: TestClient) -> None:
                               'text search configuration "klingon" does not exist')
     body = get(client, "or=(id.eq.1,and(id.gt.2,id.lt.1)")
     assert (body["status"], body["detail"]) == (400, "or: unbalanced parentheses")
+
+
+def test_full_text_search_on_a_text_column_and_a_tsvector(client: TestClient) -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    text = "select=id,name,description&filter=description.wfts(english).travel+-shoes&limit=2" \
+           "&count=exact"
+    assert f"/tables/products/rows?{text}\"" in readme
+    body = get(client, text, "products")
+    assert [(r["id"], r["name"]) for r in body["data"]] == [(3, "Compact Fountain Pen"),
+                                                            (32, "Classic Headphones")]
+    assert body["data"][1]["description"] == ("A classic headphones for travel. Light enough to "
+                                              "carry anywhere.")
+    assert body["total"] == 112
+    tsvector = "select=id,name&filter=search.fts.tent&limit=3&count=exact"
+    assert f"/tables/products/rows?{tsvector}\"" in readme
+    body = get(client, tsvector, "products")
+    assert body["data"] == [{"id": 14, "name": "Wireless Tent"}, {"id": 25, "name": "Deluxe Tent"},
+                            {"id": 27, "name": "Vintage Tent"}]
+    assert body["total"] == 74
+    both = "select=id,name&filter=search.fts(english).sturdy%26tent&limit=3&count=exact"
+    assert f"/tables/products/rows?{both}\"" in readme
+    body = get(client, both, "products")
+    assert [r["id"] for r in body["data"]] == [121, 159, 357] and body["total"] == 9
+    assert {r["name"] for r in body["data"]} == {"Sturdy Tent"}

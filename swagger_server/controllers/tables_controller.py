@@ -41,6 +41,9 @@ _QUERY_PARAMS = ("select", "filter", "order", "limit", "offset", "cursor", "coun
                  *_GROUP_PARAMS)
 _SINGLE_PARAMS = ("select", "order", "limit", "offset", "cursor", "count")  # filter repeats
 _EMBED_LIMIT = "limit."  # limit.<embed>=n: rows at most in an embedded array
+# Parameters that name an embed after their own name: limit.<embed>, or.<embed>, and.<embed>,
+# not.or.<embed>, not.and.<embed> (the spec marks limit and the groups x-per-embed).
+_PER_EMBED = (_EMBED_LIMIT, *embed.GROUP_PREFIXES)
 # An export lasts a while: a client turned away should not come back at once.
 EXPORT_RETRY_AFTER_SECONDS = 5
 # The export's idle_in_transaction_session_timeout: the stall timeout plus this. A backstop
@@ -53,18 +56,19 @@ OFFSET_LIMIT_REACHED = "X-Offset-Limit-Reached"
 
 
 
-class _PerEmbedLimits(logging.Filter):
+class _PerEmbedParameters(logging.Filter):
     """Connexion logs an error for each query parameter outside the spec that it meets while
-    passing parameters to a view taking ``**kwargs``; ``limit.<embed>`` is one by design (the
-    spec marks ``limit`` ``x-per-embed``, and it is checked here)."""
+    passing parameters to a view taking ``**kwargs``; ``limit.<embed>`` and ``or.<embed>`` (...)
+    are such by design (the spec marks ``limit`` and the groups ``x-per-embed``, and they are
+    checked here)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
         return not (str(record.msg).startswith("Function argument")
-                    and any(str(a).startswith(_EMBED_LIMIT) for a in args))
+                    and any(str(a).startswith(_PER_EMBED) for a in args))
 
 
-logging.getLogger("connexion.decorators.parameter").addFilter(_PerEmbedLimits())
+logging.getLogger("connexion.decorators.parameter").addFilter(_PerEmbedParameters())
 
 
 # ------------------------------------------------------------------ handlers
@@ -352,7 +356,7 @@ def _rows_query(settings: Settings, catalog: Catalog, relation: Relation,
                limit: int) -> RowsQuery:
     args = request.args
     for name in args:
-        if name not in _QUERY_PARAMS and not name.startswith(_EMBED_LIMIT):
+        if name not in _QUERY_PARAMS and not name.startswith(_PER_EMBED):
             raise _bad(name, f"unknown query parameter {name[:40]!r}")  # Connexion says first
     with _parameter_errors():
         shape, columns = _select(catalog, relation)
@@ -366,7 +370,7 @@ def _rows_query(settings: Settings, catalog: Catalog, relation: Relation,
             routed = (embed.route_filter(shape, f) for f in raw_filters)
             filters = tuple(f for f in routed if f is not None)
             order_text = embed.route_order(shape, args.get("order"))
-        filters += _groups(relation)  # or/and groups apply to the top level
+        filters += _groups(relation, shape)  # or/and at the top level; or.<embed> on embeds
         _embed_limits(settings, shape)
         if shape is not None and shape.aggregated:  # groups: no key, offset paging
             shape.order_sql = aggregate.order_sql(shape, order_text)
@@ -397,22 +401,28 @@ def _rows_query(settings: Settings, catalog: Catalog, relation: Relation,
     return q
 
 
-def _groups(relation: Relation) -> tuple[query.Group, ...]:
-    """The or/and group parameters, in request order; every one must hold (with the filters).
+def _groups(relation: Relation, shape: embed.Shape | None) -> tuple[query.Group, ...]:
+    """The top level's or/and group parameters, in request order; every one must hold (with the
+    filters). Groups on an embed (``or.<embed>=``...) go to that embed.
 
-    Their conditions count together against ``MAX_GROUP_CONDITIONS``.
+    All their conditions count together against ``MAX_GROUP_CONDITIONS``.
     """
     groups: list[query.Group] = []
     total = 0
     for name, text in request.args.items(multi=True):
-        if name not in _GROUP_PARAMS:
+        if name in _GROUP_PARAMS:
+            group = query.parse_group(relation, name, text)
+            groups.append(group)
+        elif name.startswith(embed.GROUP_PREFIXES):
+            if shape is None:
+                raise QueryError(name, f"{name[:60]}: select embeds nothing to filter")
+            group = embed.route_group(shape, name, text)
+        else:
             continue
-        group = query.parse_group(relation, name, text)
         total += group.conditions
         if total > filters.MAX_GROUP_CONDITIONS:
-            raise QueryError(name, f"{name}: at most {filters.MAX_GROUP_CONDITIONS} conditions "
-                                   "in or/and groups")
-        groups.append(group)
+            raise QueryError(name, f"{name[:60]}: at most {filters.MAX_GROUP_CONDITIONS} "
+                                   "conditions in or/and groups")
     return tuple(groups)
 
 

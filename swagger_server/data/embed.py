@@ -16,15 +16,16 @@ array (``[]`` when empty), ordered by the child's primary key unless ``order`` s
 Everything is built into the one statement of the request: each embed is a correlated
 subquery (``json_agg`` over the child's rows) in the row's select list. The parent's key
 columns are first captured under an alias of their own (``e<depth>``), so that the child can be
-aliased ``r`` like a top-level relation and its filters rendered by the same code
-(:func:`swagger_server.data.query.filter_sql`). Identifiers come only from the catalog; JSON
-path keys, filter values and limits are bound parameters.
+aliased ``r`` like a top-level relation and its filters and boolean groups (``or.<embed>=``,
+:func:`route_group`) rendered by the same code (:func:`swagger_server.data.query.filter_sql`).
+Identifiers come only from the catalog; JSON path keys, filter values and limits are bound
+parameters.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from psycopg2 import sql
 
 from swagger_server.data import query
 from swagger_server.data.catalog import Catalog, Column, Relation, Relationship
+from swagger_server.data.filters import GROUP_OPS, Group
 from swagger_server.data.query import Filter, OrderTerm, QueryError
 
 JSON_TYPES = ("json", "jsonb")
@@ -81,9 +83,9 @@ class Embed:
     order_text: list[str] = field(default_factory=list)
     order: tuple[OrderTerm, ...] = ()
     limit: int | None = None
-    # Boolean groups on an embed (``or.<embed>=(...)``): conditions already rendered by the
-    # filters' renderer, given the params. A hook for the filters' ``or=``/``and=`` groups.
-    groups: list[Callable[[query._Params], sql.Composable]] = field(default_factory=list)
+    # Boolean groups on the embed (``or.<embed>=(...)``, :func:`route_group`): each must hold,
+    # like the filters, for a row to be embedded.
+    groups: list[Group] = field(default_factory=list)
 
     @property
     def to_one(self) -> bool:
@@ -462,9 +464,10 @@ def _order_target(shape: Shape, item: str) -> tuple[Embed, str] | None:
             relation, embeds = owner.relation, owner.embeds()
 
 
-def route_limit(shape: Shape, param: str, raw: str, maximum: int) -> None:
-    """``limit.<embed>[.<embed>...]=n``: at most n rows in that embedded array (1..MAX_ROWS)."""
-    path = param[len("limit."):]
+def _embed_at(shape: Shape, param: str, prefix: str) -> Embed:
+    """The embed named after a parameter's ``prefix`` (``limit.``): ``order_items``, nested
+    ``orders.order_items`` (each name an embed of the previous one; its alias when given)."""
+    path = param[len(prefix):]
     embeds, embed = shape.embeds(), None
     while path:
         found = next((e for e in sorted(embeds, key=lambda e: -len(e.name))
@@ -474,7 +477,13 @@ def route_limit(shape: Shape, param: str, raw: str, maximum: int) -> None:
         embed, path = found, path[len(found.name) + 1:]
         embeds = found.embeds()
     if embed is None:
-        raise QueryError(param, f"{param[:60]}: expected limit.<embed>")
+        raise QueryError(param, f"{param[:60]}: expected {prefix}<embed>")
+    return embed
+
+
+def route_limit(shape: Shape, param: str, raw: str, maximum: int) -> None:
+    """``limit.<embed>[.<embed>...]=n``: at most n rows in that embedded array (1..MAX_ROWS)."""
+    embed = _embed_at(shape, param, "limit.")
     if embed.to_one:
         raise QueryError(param, f"{param[:60]}: {embed.name} is a single object (many-to-one)")
     try:
@@ -486,13 +495,38 @@ def route_limit(shape: Shape, param: str, raw: str, maximum: int) -> None:
     embed.limit = limit
 
 
+# or.<embed>, and.<embed>, not.or.<embed>, not.and.<embed>: longest first (not.or before or)
+GROUP_PREFIXES = tuple(f"{neg}{op}." for neg in ("not.", "") for op in GROUP_OPS)
+
+
+def group_name(param: str) -> str | None:
+    """``or`` of ``or.order_items`` (``not.or`` of ``not.or.orders.order_items``); None when
+    the parameter is no group on an embed."""
+    prefix = next((p for p in GROUP_PREFIXES if param.startswith(p)), None)
+    return prefix[:-1] if prefix is not None else None
+
+
+def route_group(shape: Shape, param: str, text: str) -> Group:
+    """``or.<embed>[.<embed>...]=(...)`` (and ``and.``, ``not.or.``, ``not.and.``): a boolean
+    group of the embed's own columns that narrows its rows, as a ``filter`` on it does. Returned
+    so that the caller counts its conditions with the request's other groups."""
+    name = group_name(param)
+    if name is None:
+        raise QueryError(param, f"{param[:60]}: expected or.<embed>, and.<embed>, "
+                                "not.or.<embed> or not.and.<embed>")
+    embed = _embed_at(shape, param, name + ".")
+    group = query.parse_group(embed.relation, name, text, param=param)
+    embed.groups.append(group)
+    return group
+
+
 def typed_values(shape: Shape | None) -> list[tuple[str, Column, str]]:
     """(param, column, value) of the embeds' filters that PostgreSQL casts (to name a culprit)."""
     if shape is None:
         return []
     found: list[tuple[str, Column, str]] = []
     for embed in shape.walk():
-        found += query.typed_values(query.RowsQuery(embed.relation, (), tuple(embed.filters)))
+        found += query.typed_values(query.RowsQuery(embed.relation, (), _conditions_of(embed)))
     return found
 
 
@@ -501,8 +535,12 @@ def pattern_values(shape: Shape | None) -> list[tuple[str, Column, str]]:
         return []
     found: list[tuple[str, Column, str]] = []
     for embed in shape.walk():
-        found += query.pattern_values(query.RowsQuery(embed.relation, (), tuple(embed.filters)))
+        found += query.pattern_values(query.RowsQuery(embed.relation, (), _conditions_of(embed)))
     return found
+
+
+def _conditions_of(embed: Embed) -> tuple[Filter | Group, ...]:
+    return (*embed.filters, *embed.groups)
 
 
 # ------------------------------------------------------------------ building SQL
@@ -582,7 +620,7 @@ def _conditions(embed: Embed, captured: str, params: query._Params,
                 depth: int) -> sql.Composable:
     conditions = [_join(embed, captured)]
     conditions += [query.filter_sql(f, params) for f in embed.filters]
-    conditions += [group(params) for group in embed.groups]
+    conditions += [query.filter_sql(g, params) for g in embed.groups]
     conditions += inner_conditions(embed.items, "r", params, depth)
     return sql.SQL(" AND ").join(conditions)
 
@@ -595,7 +633,7 @@ def _embed_sql(embed: Embed, parent: str, params: query._Params,
     if embed.aggregated:
         return _aggregated_embed_sql(embed, captured_sql, captured, obj, params, depth)
     rows = sql.SQL(
-        "SELECT row_to_json(o) AS j FROM {}.{} r CROSS JOIN LATERAL (SELECT {}) o WHERE {}{}{}"
+        "SELECT row_to_json(o.*) AS j FROM {}.{} r CROSS JOIN LATERAL (SELECT {}) o WHERE {}{}{}"
     ).format(
         sql.Identifier(embed.relation.schema), sql.Identifier(embed.relation.name), obj,
         _conditions(embed, captured, params, depth), query._order_by(embed.order, params),
@@ -630,7 +668,7 @@ def _aggregated_embed_sql(embed: Embed, captured_sql: sql.Composable, captured: 
     rows = sql.SQL("SELECT {} FROM {}.{} r WHERE {}{}{}").format(
         obj, sql.Identifier(embed.relation.schema), sql.Identifier(embed.relation.name),
         _conditions(embed, captured, params, depth), group_by(embed.items, "r", params), order)
-    return sql.SQL("(SELECT coalesce(json_agg(row_to_json(g)), '[]'::json) FROM {} "
+    return sql.SQL("(SELECT coalesce(json_agg(row_to_json(g.*)), '[]'::json) FROM {} "
                    "CROSS JOIN LATERAL ({}) g)").format(captured_sql, rows)
 
 

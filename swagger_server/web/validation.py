@@ -61,9 +61,11 @@ class ParameterValidator(validators.ParameterValidator):
                                       security_params: Any = None) -> set[str]:
         extra = super().validate_query_parameter_list(request, security_params)
         # ``limit.<embed>`` style: a parameter marked ``x-per-embed`` in the spec also comes
-        # as ``<name>.<anything>`` (the data API checks what follows the dot).
-        per_embed = {p["name"] for p in self.parameters.get("query", []) if p.get("x-per-embed")}
-        extra = {n for n in extra if n.partition(".")[0] not in per_embed or "." not in n}
+        # as ``<name>.<anything>`` (the data API checks what follows the dot); its name may
+        # hold a dot itself (``not.or.<embed>``).
+        per_embed = tuple(p["name"] + "." for p in self.parameters.get("query", [])
+                          if p.get("x-per-embed"))
+        extra = {n for n in extra if not n.startswith(per_embed)}
         if extra:
             raise InvalidParameter(*((_name(n), "unknown query parameter") for n in sorted(extra)))
         return extra
