@@ -235,3 +235,23 @@ def test_the_app_runs_views_in_request_plus_operators_threads(database) -> None:
         assert executor._max_workers == REQUEST_THREADS + OPS_THREADS == 12
     finally:
         db.close_pool()
+
+
+def test_a_request_turned_away_by_admission_counts_as_a_pool_timeout(app) -> None:
+    """/pool's timeouts_total (and pgrest_pool_timeouts_total) count every 503 pool-timeout,
+    also those answered before the request could ask the pool."""
+    pool = db.get_pool(app.config["SETTINGS"])
+    before = pool.stats()["timeouts_total"]
+
+    async def scenario() -> None:
+        inner = Blocking()
+        admission = ArrivalStamp(AdmissionControl(inner, acquire_timeout=0.1,
+                                                  request_threads=1))
+        holder = asyncio.create_task(call(admission, "/tables/t/rows"))
+        await asyncio.sleep(0.01)
+        assert (await call(admission, "/tables/t/rows"))[0] == 503
+        inner.release.set()
+        await holder
+
+    asyncio.run(scenario())
+    assert pool.stats()["timeouts_total"] == before + 1

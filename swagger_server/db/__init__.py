@@ -183,6 +183,13 @@ def get_pool(settings: Settings | None = None) -> ConnectionPool:
         return _pool
 
 
+def count_wait_timeout() -> None:
+    """Count a request turned away before it reached the pool, if this process has one."""
+    pool = _pool
+    if pool is not None and pool.pid == os.getpid() and not pool.closed:
+        pool.count_timeout()
+
+
 def close_pool() -> None:
     """Close this process's pool (gunicorn ``worker_exit``, test teardown)."""
     global _pool

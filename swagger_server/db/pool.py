@@ -397,6 +397,12 @@ class ConnectionPool(psycopg2.pool.ThreadedConnectionPool):
         finally:
             self.putconn(conn)
 
+    def count_timeout(self) -> None:
+        """A request that waited its whole ACQUIRE_TIMEOUT before it could even ask (admission
+        control, swagger_server/web/admission.py): the same 503 pool-timeout, counted alike."""
+        with self._lock:
+            self._counters["timeouts_total"] += 1
+
     def stats(self) -> dict[str, int | float]:
         """A snapshot of the pool: sizes now and counters since it was created."""
         with self._lock:

@@ -29,6 +29,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from swagger_server import db
 from swagger_server.db.deadline import set_deadline
 from swagger_server.errors import POOL_TIMEOUT, RETRY_AFTER_SECONDS
 
@@ -126,6 +127,7 @@ class AdmissionControl:
         deadline = state.get(_ARRIVED, time.monotonic()) + self.acquire_timeout
         lane = self.ops if _local_path(scope) in OPS_PATHS else self.requests
         if not await lane.enter(deadline):
+            db.count_wait_timeout()  # /pool and pgrest_pool_timeouts_total count every one
             await _busy(send, state.get("request_id", ""), self.acquire_timeout)
             return
         try:
