@@ -19,6 +19,7 @@ import psycopg2
 import psycopg2.errors
 
 from swagger_server import errors
+from swagger_server.auth.request import current_role
 from swagger_server.data import query
 from swagger_server.data.catalog import CACHE, Relation
 from swagger_server.db.pool import Connection
@@ -71,18 +72,20 @@ def database_errors(conn: Connection, values: list[tuple[str, Any, str]],
         raise _catalog_changed(conn, relation, exc) from None
     except psycopg2.Error as exc:
         outcome = errors.classify(exc)
-        if outcome.request_values:
+        if outcome.request_values or outcome.catalog:
+            # A value can cause a privilege error too: a text search language in a schema the
+            # role may not use fails its regconfig cast with 42501, as a revoked SELECT does.
             conn.rollback()
             problem = _value_problem(conn, values)
             if problem is not None:
                 raise problem from None
-        elif outcome.catalog:  # SELECT revoked under the cached catalog
-            conn.rollback()
-            CACHE.invalidate()
-            if relation is not None and not _readable(conn, relation):
-                raise _not_found(relation) from None
-            # Still readable: a privilege on something else is missing (a view's own table):
-            # the deployment's fault, a 500 with the request id.
+        if outcome.catalog and relation is not None and not _readable(conn, relation):
+            # SELECT revoked under the cached catalog: reload this role's, answer as if the
+            # relation never existed. Still readable: a privilege on something else is missing
+            # (a view's own table), the deployment's fault: a 500 with the request id, and no
+            # reload (any client could force one per request).
+            CACHE.invalidate_role(current_role())
+            raise _not_found(relation) from None
         raise  # not the request's doing: answered by SQLSTATE (errors.database_error)
 
 
