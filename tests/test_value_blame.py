@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 from swagger_server import db
 from swagger_server.data import catalog
 from swagger_server.db import demo
+from swagger_server.db.transaction import PreambleCursor
 from tests.pg import TestDatabase, create_database
 
 SECRET = "test-secret-for-the-value-blame-tests-0123456789"
@@ -175,3 +176,63 @@ def test_select_revoked_reloads_only_that_roles_catalog(
             conn.autocommit = True
             cur.execute("DROP TABLE fleeting")
         catalog.CACHE.invalidate()
+
+
+# ------------------------------------------------------------------ thousands of values
+
+STATEMENTS: list[str] = []
+
+
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement the pool's connections run (their cursors are PreambleCursors)."""
+    real = PreambleCursor.execute
+
+    def counted(self: Any, query: Any, vars: Any = None) -> Any:
+        STATEMENTS.append(query.as_string(self) if hasattr(query, "as_string") else
+                          query.decode() if isinstance(query, bytes) else str(query))
+        return real(self, query, vars)
+
+    monkeypatch.setattr(PreambleCursor, "execute", counted)
+    STATEMENTS.clear()
+    return STATEMENTS
+
+
+def _in_group(values: list[str]) -> str:
+    return "or=(id.in.(" + ",".join(values) + "))"
+
+
+def test_the_first_bad_value_among_thousands_is_named_in_a_few_statements(
+        shop: str, make_client: Callable[..., TestClient], route: Route,
+        statements: list[str]) -> None:
+    """Was one statement per value after the failed one: ~10,000 round trips for this URL."""
+    client = client_for(make_client, route, shop)
+    assert client.get("/tables/notes/rows", params={"limit": 1}).status_code == 200
+    # ~10,000 distinct values: what fits in a URL that the test client takes (64 kB)
+    groups = [_in_group([str(g * 999 + i) for i in range(999)]) for g in range(9)]
+    groups.append(_in_group([str(-i) for i in range(1, 500)] + ["x"] +
+                            [str(-i) for i in range(500, 998)] + ["y"]))
+    groups.append(_in_group(["1", "z"]))
+    statements.clear()
+    r = client.get("/tables/notes/rows?" + "&".join(groups))
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert (body["type"], body["parameter"], body["column"]) == (
+        "/problems/invalid-value", "or", "id"), body
+    assert body["detail"].startswith("or: 'x' is not a valid integer for column 'id'"), body
+    # the page, one statement for all values, ~14 halvings, the culprit alone; the preamble
+    # travels within them
+    assert len(statements) <= 20, len(statements)
+    assert any(s.startswith("SELECT cardinality(ARRAY[") for s in statements)
+
+
+def test_a_value_repeated_thousands_of_times_is_cast_once(
+        shop: str, make_client: Callable[..., TestClient], statements: list[str]) -> None:
+    client = make_client(shop)
+    groups = [_in_group(["7"] * 999) for _ in range(12)] + [_in_group(["7", "x", "7", "x"])]
+    statements.clear()
+    r = client.get("/tables/notes/rows?" + "&".join(groups))
+    assert r.status_code == 400 and r.json()["detail"].startswith("or: 'x' "), r.text
+    checks = [s for s in statements if s.startswith("SELECT cardinality(ARRAY[")]
+    assert checks and max(s.count(" AS text)") for s in checks) == 2, checks  # '7' and 'x'
+
