@@ -236,3 +236,26 @@ def test_a_value_repeated_thousands_of_times_is_cast_once(
     checks = [s for s in statements if s.startswith("SELECT cardinality(ARRAY[")]
     assert checks and max(s.count(" AS text)") for s in checks) == 2, checks  # '7' and 'x'
 
+
+
+# ------------------------------------------------------------------ which parameter asked
+
+
+@pytest.mark.parametrize(("params", "parameter"), [
+    ({"select": "body.sum()"}, "select"),       # function sum(text) does not exist
+    ({"select": "n,j.max()"}, "select"),        # function max(json) does not exist
+    ({"select": "j,count()"}, "select"),        # json has no equality to GROUP BY
+    ({"select": "n,count()", "filter": "j.eq.{}"}, "filter"),  # operator json = json
+    ({"select": "id,j", "order": "j"}, "order"),  # json has no ordering
+    ({"filter": "j.gt.{}"}, "filter"),
+])
+def test_an_operation_the_type_lacks_names_the_parameter_that_asked_for_it(
+        shop: str, make_client: Callable[..., TestClient], params: dict[str, str],
+        parameter: str) -> None:
+    """select's aggregates and grouping were blamed on filter or order."""
+    client = make_client(shop, api={"aggregates": "on"})
+    r = client.get("/tables/notes/rows", params=params)
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert (body["type"], body["parameter"]) == ("/problems/unsupported-operation", parameter)
+    assert body["invalid-params"][0]["name"] == parameter

@@ -12,15 +12,17 @@ the request id, or a 503 / 504 for the database's own state).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
 import psycopg2.errors
+from flask import has_request_context, request
 
 from swagger_server import errors
 from swagger_server.auth.request import current_role
-from swagger_server.data import filters, query
+from swagger_server.data import embed, filters, query
 from swagger_server.data.catalog import CACHE, Relation
 from swagger_server.db.pool import Connection
 from swagger_server.errors import ApiProblem
@@ -120,8 +122,24 @@ def _readable(conn: Connection, relation: Relation) -> bool:
 
 
 def _operation_parameter(exc: psycopg2.Error) -> str:
-    """Which parameter asked for an operation the type lacks: an order, or else a filter."""
-    return "order" if "ordering operator" in _pg_message(exc) else "filter"
+    """Which parameter asked for an operation the type lacks: select's aggregates and grouping
+    (the only function calls and ``GROUP BY`` a request makes), an order, or else a filter."""
+    message = _pg_message(exc)
+    function = _UNDEFINED_FUNCTION.match(message)
+    if function is not None and function.group(1) in embed.AGGREGATES:
+        return "select"  # sum(text), max(json): filters call none of these
+    if "equality operator" in message:
+        return "select"  # GROUP BY a type without one; a filter's = names its operator
+    if "ordering operator" in message:
+        # Without an order parameter the ORDER BY is aggregated rows' own: their grouped
+        # fields as tiebreakers (a primary key's type always has an ordering).
+        asked = has_request_context() and request.args.get("order") is not None
+        return "order" if asked else "select"
+    return "filter"
+
+
+# "function sum(text) does not exist": the name PostgreSQL found no such function for.
+_UNDEFINED_FUNCTION = re.compile(r"function (?:pg_catalog\.)?\"?(\w+)\"?\(")
 
 
 def _value_problem(conn: Connection, values: list[tuple[str, Any, str]]) -> ApiProblem | None:
