@@ -2,9 +2,10 @@
 
 The status comes from the one SQLSTATE table (:func:`swagger_server.errors.classify`); here
 the request decides who is to blame. A value the column's type refuses (class 22, 54, a domain's
-CHECK) is the client's fault: a 400 naming the parameter and column. A relation, column or type
-gone under the cached catalog is a 503 that reloads the catalog; a relation no longer readable
-(dropped, or SELECT revoked) is a 404 like one that never existed. What none of this explains (a
+CHECK, a regconfig in a schema the role may not use) is the client's fault: a 400 naming the
+parameter and column. A relation, column or type gone under the cached catalog is a 503 that
+reloads the catalog; a relation no longer readable (dropped, or SELECT revoked: that role's
+catalog reloads) is a 404 like one that never existed. What none of this explains (a
 view dividing by zero, say) is re-raised: the app-wide handler answers by SQLSTATE (a 500 with
 the request id, or a 503 / 504 for the database's own state).
 """
