@@ -57,7 +57,7 @@ class DbOutcome:
     detail: str
     retry: bool = False  # answer with Retry-After: the same request may well succeed soon
     # The status holds only when a value of the request is to blame (value_errors finds it by
-    # casting each value alone); a failure that no request value explains is a 500.
+    # casting the values, alone if need be); a failure that no request value explains is a 500.
     request_values: bool = False
     catalog: bool = False  # only when the cached catalog is stale (value_errors reloads it)
 
@@ -74,8 +74,9 @@ _CONFLICT = DbOutcome(503, TRANSACTION_CONFLICT, "Service Unavailable",
 _BAD_VALUE = DbOutcome(400, INVALID_VALUE, "Bad Request",
                        "A value of the request is not valid for its column.",
                        request_values=True)
-# SELECT revoked within CATALOG_TTL: value_errors reloads the catalog and answers 404 when the
-# queried relation is no longer readable; anywhere else (a view's own table) it is a 500.
+# SELECT revoked within CATALOG_TTL: value_errors reloads that role's catalog and answers 404
+# when the queried relation is no longer readable; a value can cause it too (a regconfig in a
+# schema the role may not use: a 400, checked first); anywhere else (a view's own table) a 500.
 _NO_PRIVILEGE = DbOutcome(404, NOT_FOUND, "Not Found", "No such table or view.", catalog=True)
 _INTERNAL = DbOutcome(500, INTERNAL_ERROR, "Internal Server Error",
                       "An unexpected error occurred; quote the request id when reporting it.")

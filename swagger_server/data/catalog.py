@@ -512,5 +512,12 @@ class CatalogCache:
         with self._lock:
             self._entries.clear()
 
+    def invalidate_role(self, role: str | None) -> None:
+        """Reload only ``role``'s catalogs (None: those of requests without auth): a grant
+        revoked from one role says nothing about what the others may read."""
+        with self._lock:
+            for key in [k for k in self._entries if k[-1] == role]:
+                del self._entries[key]
+
 
 CACHE = CatalogCache()

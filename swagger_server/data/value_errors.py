@@ -2,9 +2,10 @@
 
 The status comes from the one SQLSTATE table (:func:`swagger_server.errors.classify`); here
 the request decides who is to blame. A value the column's type refuses (class 22, 54, a domain's
-CHECK) is the client's fault: a 400 naming the parameter and column. A relation, column or type
-gone under the cached catalog is a 503 that reloads the catalog; a relation no longer readable
-(dropped, or SELECT revoked) is a 404 like one that never existed. What none of this explains (a
+CHECK, a regconfig in a schema the role may not use) is the client's fault: a 400 naming the
+parameter and column. A relation, column or type gone under the cached catalog is a 503 that
+reloads the catalog; a relation no longer readable (dropped, or SELECT revoked: that role's
+catalog reloads) is a 404 like one that never existed. What none of this explains (a
 view dividing by zero, say) is re-raised: the app-wide handler answers by SQLSTATE (a 500 with
 the request id, or a 503 / 504 for the database's own state).
 """
@@ -12,14 +13,17 @@ the request id, or a 503 / 504 for the database's own state).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
 import psycopg2.errors
+from flask import has_request_context, request
 
 from swagger_server import errors
-from swagger_server.data import query
+from swagger_server.auth.request import current_role
+from swagger_server.data import embed, filters, query
 from swagger_server.data.catalog import CACHE, Relation
 from swagger_server.db.pool import Connection
 from swagger_server.errors import ApiProblem
@@ -71,18 +75,20 @@ def database_errors(conn: Connection, values: list[tuple[str, Any, str]],
         raise _catalog_changed(conn, relation, exc) from None
     except psycopg2.Error as exc:
         outcome = errors.classify(exc)
-        if outcome.request_values:
+        if outcome.request_values or outcome.catalog:
+            # A value can cause a privilege error too: a text search language in a schema the
+            # role may not use fails its regconfig cast with 42501, as a revoked SELECT does.
             conn.rollback()
             problem = _value_problem(conn, values)
             if problem is not None:
                 raise problem from None
-        elif outcome.catalog:  # SELECT revoked under the cached catalog
-            conn.rollback()
-            CACHE.invalidate()
-            if relation is not None and not _readable(conn, relation):
-                raise _not_found(relation) from None
-            # Still readable: a privilege on something else is missing (a view's own table):
-            # the deployment's fault, a 500 with the request id.
+        if outcome.catalog and relation is not None and not _readable(conn, relation):
+            # SELECT revoked under the cached catalog: reload this role's, answer as if the
+            # relation never existed. Still readable: a privilege on something else is missing
+            # (a view's own table), the deployment's fault: a 500 with the request id, and no
+            # reload (any client could force one per request).
+            CACHE.invalidate_role(current_role())
+            raise _not_found(relation) from None
         raise  # not the request's doing: answered by SQLSTATE (errors.database_error)
 
 
@@ -117,35 +123,111 @@ def _readable(conn: Connection, relation: Relation) -> bool:
 
 
 def _operation_parameter(exc: psycopg2.Error) -> str:
-    """Which parameter asked for an operation the type lacks: an order, or else a filter."""
-    return "order" if "ordering operator" in _pg_message(exc) else "filter"
+    """Which parameter asked for an operation the type lacks: select's aggregates and grouping
+    (the only function calls and ``GROUP BY`` a request makes), an order, or else a filter."""
+    message = _pg_message(exc)
+    function = _UNDEFINED_FUNCTION.match(message)
+    if function is not None and function.group(1) in embed.AGGREGATES:
+        return "select"  # sum(text), max(json): filters call none of these
+    if "equality operator" in message:
+        return "select"  # GROUP BY a type without one; a filter's = names its operator
+    if "ordering operator" in message:
+        # Without an order parameter the ORDER BY is aggregated rows' own: their grouped
+        # fields as tiebreakers (a primary key's type always has an ordering).
+        asked = has_request_context() and request.args.get("order") is not None
+        return "order" if asked else "select"
+    return "filter"
+
+
+# "function sum(text) does not exist": the name PostgreSQL found no such function for.
+_UNDEFINED_FUNCTION = re.compile(r"function (?:pg_catalog\.)?\"?(\w+)\"?\(")
 
 
 def _value_problem(conn: Connection, values: list[tuple[str, Any, str]]) -> ApiProblem | None:
     """The 400 for the first request value PostgreSQL rejects on its own; None if none is.
 
-    Runs after a failed statement, in a fresh transaction: each value is cast alone to its
-    column's type. A value whose cast fails only because the type itself is gone (a stale
-    catalog) is not the client's fault and is not blamed.
+    Runs after a failed statement, in a fresh transaction. A request may hold thousands of
+    values (or/and groups of ``in`` lists): one statement checks them all; only when it fails
+    does a bisection (a statement per halving, checking the half that may hold it) find the
+    first value in request order that fails, whose own check then gives the reason. A value
+    whose check fails only because the type itself is gone (a stale catalog) is not the
+    client's fault and is not blamed.
     """
+    checks = _distinct(values)
+    if not checks:
+        return None
+    with conn.cursor() as cur:  # quoted once each, as psycopg2 quotes bound parameters
+        elements = [cur.mogrify("CAST(" + _check(column) + " AS text)", (value,))
+                    for _, column, value in checks]
+    if _all_valid(conn, elements):
+        return None
+    passes, fails = 0, len(checks)  # checks[:passes] are all valid, checks[:fails] are not
+    while fails - passes > 1:
+        middle = (passes + fails) // 2
+        if _all_valid(conn, elements[passes:middle]):
+            passes = middle
+        else:
+            fails = middle
+    param, column, value = checks[passes]
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT " + _check(column), (value,))
+    except psycopg2.Error as check:
+        conn.rollback()
+        if not _type_exists(conn, column):
+            return None
+        if param == "cursor":
+            return ApiProblem(400, "Bad Request",
+                              "cursor: no longer valid for this table (its column types "
+                              "changed); start again without a cursor",
+                              type=errors.INVALID_CURSOR, parameter="cursor")
+        return _invalid_value(param, column, value,
+                              f"is not a valid {column.type} for column {column.name!r}: "
+                              f"{_pg_message(check)}")
+    conn.rollback()
+    return None  # valid alone: the failure was not this value's
+
+
+def _distinct(values: list[tuple[str, Any, str]]) -> list[tuple[str, Any, str]]:
+    """The values in request order, each (check, value) once: the same value checked the same
+    way fails the same way, and only its first occurrence would be named."""
+    seen: set[tuple[str, str, str]] = set()
+    found: list[tuple[str, Any, str]] = []
     for param, column, value in values:
-        statement, _ = query.cast_check_sql(column)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement, {"v": value})
-        except psycopg2.Error as check:
-            conn.rollback()
-            if not _type_exists(conn, statement):
-                return None
-            if param == "cursor":
-                return ApiProblem(400, "Bad Request",
-                                  "cursor: no longer valid for this table (its column types "
-                                  "changed); start again without a cursor",
-                                  type=errors.INVALID_CURSOR, parameter="cursor")
-            return _invalid_value(param, column, value,
-                                  f"is not a valid {column.type} for column {column.name!r}: "
-                                  f"{_pg_message(check)}")
-    return None
+        key = (column.type, column.base_type, value)
+        if key not in seen:
+            seen.add(key)
+            found.append((param, column, value))
+    return found
+
+
+def _all_valid(conn: Connection, elements: list[bytes]) -> bool:
+    """Does PostgreSQL accept every checked value? One statement.
+
+    Each element is a check's result as text: its type's output function runs too, as when a
+    value is returned (a tsquery too deep for PostgreSQL's stack fails only there). An array
+    evaluates every element (no short-circuit) and, unlike a select list (1,664 columns at
+    most), holds any number of them; only its length comes back. The checks are plain
+    expressions: a scalar subquery each plans hundreds of times slower.
+    """
+    try:
+        with conn.cursor() as cur:
+            cur.execute(b"SELECT cardinality(ARRAY[" + b", ".join(elements) + b"])")
+    except psycopg2.Error:
+        conn.rollback()
+        return False
+    conn.rollback()
+    return True
+
+
+def _check(column: Any) -> str:
+    """The expression (one ``%s``: the value) that PostgreSQL rejects when the value is not
+    valid for the column: a cast to its type, or for a text search query its tsquery function
+    (to_tsquery's syntax errors, a query too deep for PostgreSQL's stack; filters.check_sql).
+    The type's name comes from the catalog; a ``%`` in it is not a placeholder."""
+    if filters.check_sql(column) is not None:
+        return column.base_type + "(CAST(%s AS text))"
+    return "CAST(%s AS " + column.type.replace("%", "%%") + ")"
 
 
 def pattern_problem(patterns: list[tuple[str, Any, str]]) -> ApiProblem | None:
@@ -162,14 +244,15 @@ def pattern_problem(patterns: list[tuple[str, Any, str]]) -> ApiProblem | None:
     return None
 
 
-def _type_exists(conn: Connection, cast_statement: Any) -> bool:
+def _type_exists(conn: Connection, column: Any) -> bool:
     try:
         with conn.cursor() as cur:
-            cur.execute(cast_statement, {"v": None})
-        return True
+            cur.execute("SELECT " + _check(column), (None,))
     except psycopg2.Error:
         conn.rollback()
         return False
+    conn.rollback()
+    return True
 
 
 def _invalid_value(param: str, column: Any, value: str, why: str) -> ApiProblem:
