@@ -287,7 +287,7 @@ def test_embedded_order_and_limit(client: TestClient) -> None:
     for name, value, why in [
         ("limit.nosuch", "1", "no embed named 'nosuch'"),
         ("limit.customers", "1", "single object"),
-        ("limit.order_items", "0", "between 1 and 1000"),
+        ("limit.order_items", "0", "between 1 and 100 (MAX_EMBED_ROWS)"),
         ("limit.order_items", "x", "expected an integer"),
     ]:
         problem = bad(client, "/tables/orders/rows",

@@ -422,7 +422,7 @@ def _select(catalog: Catalog, relation: Relation) -> tuple[embed.Shape | None, t
     api = _settings().api
     text = request.args.get("select")
     shape = embed.parse(catalog, relation, text, api.max_embed_depth, api.max_embeds,
-                        aggregates=api.aggregates == "on")
+                        aggregates=api.aggregates == "on", max_embed_rows=api.max_embed_rows)
     columns = tuple(i.column for i in shape.items
                     if isinstance(i, embed.Field) and i.column is not None)
     return (None if shape.plain else shape), columns
@@ -440,7 +440,7 @@ def _embed_limits(settings: Settings, shape: embed.Shape | None) -> None:
                 raise QueryError(name, f"{name[:60]}: given more than once; it takes one value")
             if shape is None:
                 raise QueryError(name, f"{name[:60]}: select embeds nothing to limit")
-            embed.route_limit(shape, name, request.args[name], settings.api.max_rows)
+            embed.route_limit(shape, name, request.args[name], settings.api.max_embed_rows)
 
 
 def _typed_values(q: RowsQuery) -> list[tuple[str, Any, str]]:

@@ -39,6 +39,7 @@ _ARROW = re.compile(r"(->>|->)")
 _INDEX = re.compile(r"-?[0-9]{1,9}")
 MAX_PATH_KEYS = 16
 MAX_NAME_BYTES = 63  # PostgreSQL's identifier length (NAMEDATALEN - 1): a row's keys
+MAX_EMBED_ROWS = 100  # [API] MAX_EMBED_ROWS's default: rows at most in one embedded array
 
 
 class AmbiguousEmbed(QueryError):
@@ -168,15 +169,17 @@ class _Budget:
     max_embeds: int
     aggregates: bool = False
     used: int = 0
+    max_rows: int = MAX_EMBED_ROWS  # every to-many embed's LIMIT (limit.<embed> may lower it)
 
 
 def parse(catalog: Catalog, relation: Relation, text: str | None, max_depth: int,
-          max_embeds: int, aggregates: bool = False) -> Shape:
+          max_embeds: int, aggregates: bool = False,
+          max_embed_rows: int = MAX_EMBED_ROWS) -> Shape:
     """``select`` as a :class:`Shape` (all columns when absent or ``*``)."""
     if text is None or text.strip() == "*":
         return Shape(relation, [Field(c.name, c) for c in relation.columns])
     query.check_text("select", text)
-    budget = _Budget(max_depth, max_embeds, aggregates)
+    budget = _Budget(max_depth, max_embeds, aggregates, max_rows=max_embed_rows)
     shape = Shape(relation, _items(catalog, relation, text, 0, budget))
     if shape.aggregated and shape.embeds():
         raise QueryError("select", "select: aggregates at the top level take no embeds (an "
@@ -332,6 +335,7 @@ def _embed(catalog: Catalog, parent: Relation, item: str, depth: int,
                                    "many-to-many embed without embeds of its own may")
     if not embed.to_one:
         embed.order, _ = query.parse_order(child, None)
+        embed.limit = budget.max_rows  # an array is never unbounded (a parent may have 1M)
     return embed
 
 
@@ -463,7 +467,8 @@ def _order_target(shape: Shape, item: str) -> tuple[Embed, str] | None:
 
 
 def route_limit(shape: Shape, param: str, raw: str, maximum: int) -> None:
-    """``limit.<embed>[.<embed>...]=n``: at most n rows in that embedded array (1..MAX_ROWS)."""
+    """``limit.<embed>[.<embed>...]=n``: at most n rows in that embedded array (1..maximum,
+    ``MAX_EMBED_ROWS``: the cap every array has anyway; more is a 400, not a silent clamp)."""
     path = param[len("limit."):]
     embeds, embed = shape.embeds(), None
     while path:
@@ -482,7 +487,8 @@ def route_limit(shape: Shape, param: str, raw: str, maximum: int) -> None:
     except ValueError:
         raise QueryError(param, f"{param[:60]}: expected an integer") from None
     if not 1 <= limit <= maximum:
-        raise QueryError(param, f"{param[:60]}: must be between 1 and {maximum}, got {raw[:40]}")
+        raise QueryError(param, f"{param[:60]}: must be between 1 and {maximum} "
+                                f"(MAX_EMBED_ROWS), got {raw[:40]}")
     embed.limit = limit
 
 
@@ -627,9 +633,12 @@ def _aggregated_embed_sql(embed: Embed, captured_sql: sql.Composable, captured: 
     if grouped:
         order = sql.SQL(" ORDER BY ") + sql.SQL(", ").join(
             sql.Identifier(i.name) for i in grouped)
-    rows = sql.SQL("SELECT {} FROM {}.{} r WHERE {}{}{}").format(
+    limit = sql.SQL(" LIMIT {}").format(params.add(embed.limit)) if embed.limit is not None \
+        else sql.SQL("")  # groups, at most MAX_EMBED_ROWS (or limit.<embed>) of them
+    rows = sql.SQL("SELECT {} FROM {}.{} r WHERE {}{}{}{}").format(
         obj, sql.Identifier(embed.relation.schema), sql.Identifier(embed.relation.name),
-        _conditions(embed, captured, params, depth), group_by(embed.items, "r", params), order)
+        _conditions(embed, captured, params, depth), group_by(embed.items, "r", params), order,
+        limit)
     return sql.SQL("(SELECT coalesce(json_agg(row_to_json(g)), '[]'::json) FROM {} "
                    "CROSS JOIN LATERAL ({}) g)").format(captured_sql, rows)
 

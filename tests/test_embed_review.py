@@ -1,0 +1,93 @@
+"""Review of embedding (issue #9): embedded arrays are bounded (``MAX_EMBED_ROWS``), ``select``
+is bounded and parsed in linear time, columns named like the statements' row aliases, self
+references and junctions with two keys to one table, aggregated embeds' limit and order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from swagger_server import db
+from swagger_server.app import create_app
+from swagger_server.data.catalog import CACHE
+from tests.conftest import make_settings
+from tests.pg import TestDatabase, seeded_database
+
+SCHEMA = """
+CREATE TABLE parent (id integer PRIMARY KEY);
+CREATE TABLE child (id integer PRIMARY KEY, parent_id integer REFERENCES parent, kind text);
+INSERT INTO parent VALUES (1), (2);
+INSERT INTO child SELECT g, 1, 'k' || (g % 150) FROM generate_series(1, 150) g;
+INSERT INTO child VALUES (1000, 2, 'a');
+"""
+
+
+@pytest.fixture(scope="module")
+def dsn(database: TestDatabase) -> str:
+    return seeded_database(database, "embedreview", SCHEMA)
+
+
+@pytest.fixture
+def client_for(dsn: str) -> Iterator[Callable[..., TestClient]]:
+    def make(**api: Any) -> TestClient:
+        db.close_pool()
+        CACHE.invalidate()
+        return create_app(make_settings(dsn, api=api)).test_client()
+
+    yield make
+    db.close_pool()
+
+
+def rows(client: TestClient, table: str, **params: Any) -> list[dict[str, Any]]:
+    response = client.get(f"/tables/{table}/rows", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def bad(client: TestClient, url: str, **params: Any) -> dict[str, Any]:
+    response = client.get(url, params=params)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    return response.json()
+
+
+# ------------------------------------------------------------------ 1. MAX_EMBED_ROWS
+
+
+def test_embedded_array_is_capped_by_default(client_for: Callable[..., TestClient]) -> None:
+    client = client_for()
+    data = rows(client, "parent", select="id,child(id)", filter="id.eq.1")
+    assert [c["id"] for c in data[0]["child"]] == list(range(1, 101))  # 150 children, 100 shown
+
+
+def test_max_embed_rows_caps_pages_row_by_key_and_exports(
+        client_for: Callable[..., TestClient]) -> None:
+    client = client_for(max_embed_rows=7)
+    data = rows(client, "parent", select="id,child(id)", filter="id.eq.1")
+    assert len(data[0]["child"]) == 7
+    row = client.get("/tables/parent/rows/1", params={"select": "id,child(id)"})
+    assert row.status_code == 200 and len(row.json()["child"]) == 7
+    ndjson = client.get("/tables/parent/rows", params={"select": "id,child(id)"},
+                        headers={"Accept": "application/x-ndjson"})
+    assert ndjson.status_code == 200
+    assert [len(json.loads(line)["child"]) for line in ndjson.text.splitlines()] == [7, 1]
+
+
+def test_limit_embed_may_lower_the_cap_only(client_for: Callable[..., TestClient]) -> None:
+    client = client_for(max_embed_rows=7)
+    data = rows(client, "parent", select="id,child(id)", filter="id.eq.1",
+                **{"limit.child": "3"})
+    assert [c["id"] for c in data[0]["child"]] == [1, 2, 3]
+    problem = bad(client, "/tables/parent/rows", select="id,child(id)", **{"limit.child": "8"})
+    assert problem["parameter"] == "limit.child"
+    assert "MAX_EMBED_ROWS" in problem["detail"]
+
+
+def test_aggregated_embed_groups_are_capped(client_for: Callable[..., TestClient]) -> None:
+    client = client_for(max_embed_rows=5, aggregates="on")
+    data = rows(client, "parent", select="id,child(kind,count())", filter="id.eq.1")
+    assert len(data[0]["child"]) == 5  # 150 groups of one
