@@ -91,3 +91,23 @@ def test_aggregated_embed_groups_are_capped(client_for: Callable[..., TestClient
     client = client_for(max_embed_rows=5, aggregates="on")
     data = rows(client, "parent", select="id,child(kind,count())", filter="id.eq.1")
     assert len(data[0]["child"]) == 5  # 150 groups of one
+
+
+# ------------------------------------------------------------------ 2. select's size
+
+
+def test_select_items_are_bounded(client_for: Callable[..., TestClient]) -> None:
+    client = client_for()
+    problem = bad(client, "/tables/parent/rows", select=",".join(["*"] * 1665))
+    assert problem["parameter"] == "select" and "at most 1664 items" in problem["detail"]
+    nested = "id,child(" + ",".join(["*"] * 1665) + ")"
+    assert "at most 1664 items" in bad(client, "/tables/parent/rows", select=nested)["detail"]
+
+
+def test_many_stars_and_aliases_within_the_bound(client_for: Callable[..., TestClient]) -> None:
+    client = client_for()
+    stars = rows(client, "child", select=",".join(["*"] * 1664), filter="id.eq.1")
+    assert stars == [{"id": 1, "parent_id": 1, "kind": "k1"}]
+    aliases = ",".join(f"a{i}:id" for i in range(1600))
+    data = rows(client, "child", select=aliases, filter="id.eq.1")
+    assert list(data[0]) == [f"a{i}" for i in range(1600)]

@@ -39,6 +39,8 @@ _ARROW = re.compile(r"(->>|->)")
 _INDEX = re.compile(r"-?[0-9]{1,9}")
 MAX_PATH_KEYS = 16
 MAX_NAME_BYTES = 63  # PostgreSQL's identifier length (NAMEDATALEN - 1): a row's keys
+# Items at most in one select list (each level): PostgreSQL's limit of a target list (1664).
+MAX_SELECT_ITEMS = 1664
 MAX_EMBED_ROWS = 100  # [API] MAX_EMBED_ROWS's default: rows at most in one embedded array
 
 
@@ -150,13 +152,13 @@ class Shape:
 
 
 def _read_columns(relation: Relation, items: Sequence[Field | Embed]) -> tuple[Column, ...]:
-    found: list[Column] = []
+    found: dict[Column, None] = {}  # ordered and O(1) per column (a select has up to 1664)
     for item in items:
         if isinstance(item, Field):
             cols = [item.column] if item.column is not None else []
         else:
             cols = [relation.by_name[n] for n in item.relationship.source_columns]
-        found += [c for c in cols if c not in found]
+        found.update(dict.fromkeys(cols))
     return tuple(found)
 
 
@@ -189,32 +191,40 @@ def parse(catalog: Catalog, relation: Relation, text: str | None, max_depth: int
 
 def _items(catalog: Catalog, relation: Relation, text: str, depth: int,
            budget: _Budget) -> list[Field | Embed]:
-    items: list[Field | Embed] = []
-    for raw in _split_top(text):
+    raws = _split_top(text)
+    if len(raws) > MAX_SELECT_ITEMS:
+        raise QueryError("select", f"select: at most {MAX_SELECT_ITEMS} items in one list "
+                                   "(PostgreSQL's limit of a row's columns)")
+    items: dict[str, Field | Embed] = {}  # by output name: each item is checked in O(1)
+    star = False
+    for raw in raws:
         item = raw.strip()
         if not item:
             raise QueryError("select", "select: empty column name")
         if item == "*":
+            if star:
+                continue  # a second * adds nothing (and would cost a pass over the columns)
+            star = True
             new: list[Field | Embed] = [Field(c.name, c) for c in relation.columns]
         else:
             new = [_item(catalog, relation, item, depth, budget)]
         for one in new:
             _add(items, one)
-    return items
+    return list(items.values())
 
 
-def _add(items: list[Field | Embed], item: Field | Embed) -> None:
+def _add(items: dict[str, Field | Embed], item: Field | Embed) -> None:
     if len(item.name.encode("utf-8")) > MAX_NAME_BYTES:
         # PostgreSQL would cut the key to 63 bytes (so two long names could collide)
         raise QueryError("select", f"select: the name {_shown(item.name)} is longer than "
                                    f"{MAX_NAME_BYTES} bytes; give a shorter alias")
-    for known in items:
-        if known.name == item.name:
-            if known == item:
-                return  # the same column twice: once, as before embeds existed
-            raise QueryError("select", f"select: two items named {_shown(item.name)}; give one "
-                                       "an alias (alias:item)")
-    items.append(item)
+    known = items.get(item.name)
+    if known is not None:
+        if known == item:
+            return  # the same column twice: once, as before embeds existed
+        raise QueryError("select", f"select: two items named {_shown(item.name)}; give one "
+                                   "an alias (alias:item)")
+    items[item.name] = item
 
 
 def _item(catalog: Catalog, relation: Relation, item: str, depth: int,
