@@ -23,6 +23,12 @@ CREATE TABLE child (id integer PRIMARY KEY, parent_id integer REFERENCES parent,
 INSERT INTO parent VALUES (1), (2);
 INSERT INTO child SELECT g, 1, 'k' || (g % 150) FROM generate_series(1, 150) g;
 INSERT INTO child VALUES (1000, 2, 'a');
+-- columns named like the statements' aliases (row_to_json(o), (x), (g); s, j, n, p, r, e1, k0)
+CREATE TABLE t (id integer PRIMARY KEY, o integer, x integer, g integer, s integer, j integer,
+                n integer, p integer, r integer, e1 integer, k0 integer);
+CREATE TABLE c (id integer PRIMARY KEY, t_id integer REFERENCES t, o text, x text, g text);
+INSERT INTO t VALUES (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11);
+INSERT INTO c VALUES (1, 1, 'z', 'y', 'w');
 """
 
 
@@ -111,3 +117,43 @@ def test_many_stars_and_aliases_within_the_bound(client_for: Callable[..., TestC
     aliases = ",".join(f"a{i}:id" for i in range(1600))
     data = rows(client, "child", select=aliases, filter="id.eq.1")
     assert list(data[0]) == [f"a{i}" for i in range(1600)]
+
+
+# ------------------------------------------------------------------ 3. columns named o, x, g
+
+
+T_ROW = {"id": 1, "o": 2, "x": 3, "g": 4, "s": 5, "j": 6, "n": 7, "p": 8, "r": 9, "e1": 10,
+         "k0": 11}
+C_ROW = {"id": 1, "t_id": 1, "o": "z", "x": "y", "g": "w"}
+
+
+def test_columns_named_like_row_aliases(client_for: Callable[..., TestClient]) -> None:
+    client = client_for(aggregates="on")
+    assert rows(client, "t") == [T_ROW]
+    assert rows(client, "t", select="id,o,x,g") == [{"id": 1, "o": 2, "x": 3, "g": 4}]
+    row = client.get("/tables/t/rows/1")
+    assert row.status_code == 200 and row.json() == T_ROW
+    ndjson = client.get("/tables/t/rows", headers={"Accept": "application/x-ndjson"})
+    assert ndjson.status_code == 200 and json.loads(ndjson.text) == T_ROW
+    csv_text = client.get("/tables/t/rows", params={"select": "o,c(o)"},
+                          headers={"Accept": "text/csv"})
+    assert csv_text.status_code == 200
+    assert csv_text.text.splitlines() == ["o,c", '2,"[{""o"":""z""}]"']
+    assert rows(client, "t", select="o:id,x:o") == [{"o": 1, "x": 2}]
+    assert rows(client, "t", select="id,c(*)") == [{"id": 1, "c": [C_ROW]}]
+    assert rows(client, "c", select="o,t(o,x,g)") == [
+        {"o": "z", "t": {"o": 2, "x": 3, "g": 4}}]
+    row = client.get("/tables/t/rows/1", params={"select": "o,c(o)"})
+    assert row.status_code == 200 and row.json() == {"o": 2, "c": [{"o": "z"}]}
+
+
+def test_aggregates_with_columns_named_like_row_aliases(
+        client_for: Callable[..., TestClient]) -> None:
+    client = client_for(aggregates="on")
+    assert rows(client, "t", select="x,count()") == [{"x": 3, "count": 1}]
+    assert rows(client, "t", select="g:id,x:count()") == [{"g": 1, "x": 1}]
+    assert rows(client, "t", select="id,c(g,count())") == [{"id": 1, "c": [{"g": "w",
+                                                                            "count": 1}]}]
+    ndjson = client.get("/tables/t/rows", params={"select": "x,count()"},
+                        headers={"Accept": "application/x-ndjson"})
+    assert ndjson.status_code == 200 and json.loads(ndjson.text) == {"x": 3, "count": 1}

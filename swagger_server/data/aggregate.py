@@ -72,7 +72,7 @@ def page_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
     statement = sql.SQL(
         "SELECT coalesce(json_agg(p.j) FILTER (WHERE p.n <= {limit}), '[]')::text, "
         "count(*), NULL::text[] "
-        "FROM (SELECT row_to_json(x) AS j, row_number() OVER () AS n FROM ({inner}) x) p"
+        "FROM (SELECT row_to_json(x.*) AS j, row_number() OVER () AS n FROM ({inner}) x) p"
     ).format(limit=limit, inner=inner)
     return statement, params.values
 
@@ -96,7 +96,7 @@ def estimate_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
 def ndjson_sql(q: RowsQuery, limit: int) -> tuple[sql.Composable, dict[str, Any]]:
     params = query._Params()
     statement = sql.SQL(
-        "SELECT translate(row_to_json(x)::text, E'\\n\\r', '  ') FROM ({}) x"
+        "SELECT translate(row_to_json(x.*)::text, E'\\n\\r', '  ') FROM ({}) x"
     ).format(_grouped(q, params, limit, q.offset))
     return statement, params.values
 

@@ -611,7 +611,7 @@ def _embed_sql(embed: Embed, parent: str, params: query._Params,
     if embed.aggregated:
         return _aggregated_embed_sql(embed, captured_sql, captured, obj, params, depth)
     rows = sql.SQL(
-        "SELECT row_to_json(o) AS j FROM {}.{} r CROSS JOIN LATERAL (SELECT {}) o WHERE {}{}{}"
+        "SELECT row_to_json(o.*) AS j FROM {}.{} r CROSS JOIN LATERAL (SELECT {}) o WHERE {}{}{}"
     ).format(
         sql.Identifier(embed.relation.schema), sql.Identifier(embed.relation.name), obj,
         _conditions(embed, captured, params, depth), query._order_by(embed.order, params),
@@ -649,7 +649,7 @@ def _aggregated_embed_sql(embed: Embed, captured_sql: sql.Composable, captured: 
         obj, sql.Identifier(embed.relation.schema), sql.Identifier(embed.relation.name),
         _conditions(embed, captured, params, depth), group_by(embed.items, "r", params), order,
         limit)
-    return sql.SQL("(SELECT coalesce(json_agg(row_to_json(g)), '[]'::json) FROM {} "
+    return sql.SQL("(SELECT coalesce(json_agg(row_to_json(g.*)), '[]'::json) FROM {} "
                    "CROSS JOIN LATERAL ({}) g)").format(captured_sql, rows)
 
 

@@ -397,7 +397,7 @@ def page_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
     else:
         key = sql.SQL("NULL::text[]")
     statement = sql.SQL(
-        "SELECT coalesce(json_agg(row_to_json(o)) FILTER (WHERE {n} <= {limit}), '[]')::text, "
+        "SELECT coalesce(json_agg(row_to_json(o.*)) FILTER (WHERE {n} <= {limit}), '[]')::text, "
         "count(*), {key} "
         "FROM (SELECT s.*, row_number() OVER () AS {number} FROM ({inner}) s) x {obj}"
     ).format(n=n, limit=limit, key=key, number=sql.Identifier(number), inner=inner,
@@ -440,7 +440,7 @@ def ndjson_sql(q: RowsQuery, limit: int) -> tuple[sql.Composable, dict[str, Any]
     """
     params = _Params()
     statement = sql.SQL(
-        "SELECT translate(row_to_json(o)::text, E'\\n\\r', '  ') FROM ({}) x {}"
+        "SELECT translate(row_to_json(o.*)::text, E'\\n\\r', '  ') FROM ({}) x {}"
     ).format(_inner(q, params, limit), _json_object(q.columns, q.shape, params))
     return statement, params.values
 
@@ -508,7 +508,7 @@ def row_sql(relation: Relation, columns: Sequence[Column],
         conditions = sql.SQL(" AND ").join([conditions, *shape.where_sql("r", params)])
     inner = sql.SQL("SELECT {} FROM {} r WHERE {}").format(
         sql.SQL(", ").join(_ident(c.name, "r") for c in columns), _relation(relation), conditions)
-    statement = sql.SQL("SELECT row_to_json(o)::text FROM ({}) x {}").format(
+    statement = sql.SQL("SELECT row_to_json(o.*)::text FROM ({}) x {}").format(
         inner, _json_object(columns, shape, params))
     return statement, params.values
 
