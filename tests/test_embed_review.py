@@ -29,6 +29,17 @@ CREATE TABLE t (id integer PRIMARY KEY, o integer, x integer, g integer, s integ
 CREATE TABLE c (id integer PRIMARY KEY, t_id integer REFERENCES t, o text, x text, g text);
 INSERT INTO t VALUES (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11);
 INSERT INTO c VALUES (1, 1, 'z', 'y', 'w');
+CREATE TABLE employees (id integer PRIMARY KEY, name text NOT NULL,
+                        manager_id integer CONSTRAINT employees_manager_fkey REFERENCES employees);
+INSERT INTO employees VALUES (1, 'Ann', NULL), (2, 'Ben', 1), (3, 'Cat', 1), (4, 'Dan', 2);
+CREATE TABLE users (id integer PRIMARY KEY, name text NOT NULL);
+CREATE TABLE follows (
+    follower_id integer CONSTRAINT follows_follower_fkey REFERENCES users,
+    followee_id integer CONSTRAINT follows_followee_fkey REFERENCES users,
+    PRIMARY KEY (follower_id, followee_id)
+);
+INSERT INTO users VALUES (1, 'u1'), (2, 'u2'), (3, 'u3');
+INSERT INTO follows VALUES (1, 2), (1, 3), (2, 3);
 """
 
 
@@ -157,3 +168,47 @@ def test_aggregates_with_columns_named_like_row_aliases(
     ndjson = client.get("/tables/t/rows", params={"select": "x,count()"},
                         headers={"Accept": "application/x-ndjson"})
     assert ndjson.status_code == 200 and json.loads(ndjson.text) == {"x": 3, "count": 1}
+
+
+# ------------------------------------------------------------------ 4. a key seen both ways
+
+
+def test_self_reference_both_directions(client_for: Callable[..., TestClient]) -> None:
+    client = client_for()
+    data = rows(client, "employees", order="id",
+                select="name,boss:employees!manager_id(name),"
+                       "team:employees!manager_id.reverse(name)")
+    assert data == [
+        {"name": "Ann", "boss": None, "team": [{"name": "Ben"}, {"name": "Cat"}]},
+        {"name": "Ben", "boss": {"name": "Ann"}, "team": [{"name": "Dan"}]},
+        {"name": "Cat", "boss": {"name": "Ann"}, "team": []},
+        {"name": "Dan", "boss": {"name": "Ben"}, "team": []}]
+    by_name = rows(client, "employees", filter="id.eq.2",
+                   select="id,m:employees!employees_manager_fkey(id),"
+                          "r:employees!employees_manager_fkey.reverse(id)")
+    assert by_name == [{"id": 2, "m": {"id": 1}, "r": [{"id": 4}]}]
+    problem = bad(client, "/tables/employees/rows", select="id,employees(id)")
+    assert problem["type"] == "/problems/ambiguous-embed"
+    hints = sorted(c["hint"] for c in problem["candidates"])
+    assert hints == ["employees_manager_fkey", "employees_manager_fkey.reverse"]
+    for hint in hints:  # each candidate's hint picks it
+        rows(client, "employees", select=f"id,employees!{hint}(id)")
+
+
+def test_junction_with_two_keys_to_one_table(client_for: Callable[..., TestClient]) -> None:
+    client = client_for()
+    data = rows(client, "users", order="id",
+                select="name,following:users!followee_id(name),"
+                       "followers:users!follows_follower_fkey(name)")
+    assert data == [
+        {"name": "u1", "following": [{"name": "u2"}, {"name": "u3"}], "followers": []},
+        {"name": "u2", "following": [{"name": "u3"}], "followers": [{"name": "u1"}]},
+        {"name": "u3", "following": [], "followers": [{"name": "u1"}, {"name": "u2"}]}]
+    problem = bad(client, "/tables/users/rows", select="id,users(id)")
+    hints = sorted(c["hint"] for c in problem["candidates"])
+    assert hints == ["follows_followee_fkey", "follows_follower_fkey"]
+    assert bad(client, "/tables/users/rows",
+               select="id,users!follows(id)")["type"] == "/problems/ambiguous-embed"
+    # the junction itself, one-to-many by either key, as before
+    assert rows(client, "users", filter="id.eq.1", select="id,follows!follower_id(followee_id)") \
+        == [{"id": 1, "follows": [{"followee_id": 2}, {"followee_id": 3}]}]

@@ -354,6 +354,9 @@ def _relationship(catalog: Catalog, parent: Relation, child: Relation,
     found = catalog.relationships_between(parent, child)
     if hint is not None:
         found = [r for r in found if hint in r.hints()]
+        direct = [r for r in found if hint in r.direct_hints()]
+        if len(found) > 1 and direct:  # a key seen both ways: the hint names one direction
+            found = direct
     if not found:
         why = f" matching {_shown(hint)}" if hint is not None else ""
         raise QueryError("select", f"select: no relationship{why} between {parent.name} and "
