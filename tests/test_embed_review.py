@@ -212,3 +212,37 @@ def test_junction_with_two_keys_to_one_table(client_for: Callable[..., TestClien
     # the junction itself, one-to-many by either key, as before
     assert rows(client, "users", filter="id.eq.1", select="id,follows!follower_id(followee_id)") \
         == [{"id": 1, "follows": [{"followee_id": 2}, {"followee_id": 3}]}]
+
+
+# ------------------------------------------------------------------ 5. strict numbers, names
+
+
+@pytest.mark.parametrize("name", ["limit", "offset", "limit.child"])
+@pytest.mark.parametrize("value", ["1_0", "\u0663", " 3", "3 ", "+3", "0x3", "3.0", ""])
+def test_numbers_are_ascii_digits_only(client_for: Callable[..., TestClient], name: str,
+                                       value: str) -> None:
+    client = client_for()
+    problem = bad(client, "/tables/parent/rows", select="id,child(id)", **{name: value})
+    assert problem["parameter"] == name and "integer" in problem["detail"]  # or Connexion's
+
+
+def test_huge_numbers_are_out_of_range(client_for: Callable[..., TestClient]) -> None:
+    client = client_for()
+    for name in ("limit", "offset", "limit.child"):  # Connexion refuses the first two first
+        problem = bad(client, "/tables/parent/rows", select="id,child(id)", **{name: "9" * 5000})
+        assert problem["parameter"] == name
+    for name, why in (("limit", "must be between"), ("offset", "at most"),
+                      ("limit.child", "must be between")):
+        problem = bad(client, "/tables/parent/rows", select="id,child(id)", **{name: "9" * 19})
+        assert problem["parameter"] == name and why in problem["detail"], problem
+    problem = bad(client, "/tables/parent/rows", select="id,child(id)",
+                  **{"limit.child": "9" * 5000})
+    assert "must be between" in problem["detail"]
+    assert rows(client, "parent", select="id,child(id)", limit="0001", offset="1",
+                **{"limit.child": "02"}) == [{"id": 2, "child": [{"id": 1000}]}]
+
+
+def test_limit_embed_with_a_trailing_dot(client_for: Callable[..., TestClient]) -> None:
+    client = client_for()
+    problem = bad(client, "/tables/parent/rows", select="id,child(id)", **{"limit.child.": "3"})
+    assert problem["parameter"] == "limit.child."

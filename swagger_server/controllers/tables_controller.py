@@ -339,10 +339,8 @@ def _limit(default: int, maximum: int) -> int:
     raw = request.args.get("limit")
     if raw is None:
         return default
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise _bad("limit", "limit: expected an integer") from None
+    with _parameter_errors():
+        limit = query.parse_whole("limit", raw)
     if not 1 <= limit <= maximum:
         raise _bad("limit", f"limit: must be between 1 and {maximum}, got {raw[:40]}")
     return limit
@@ -452,10 +450,8 @@ def _offset(maximum: int, relation: Relation, unique: bool) -> int:
     raw = request.args.get("offset")
     if raw is None:
         return 0
-    try:
-        offset = int(raw)
-    except ValueError:
-        raise _bad("offset", "offset: expected an integer") from None
+    with _parameter_errors():
+        offset = query.parse_whole("offset", raw)
     if offset < 0:
         raise _bad("offset", "offset: must not be negative")
     if offset > maximum:

@@ -489,16 +489,16 @@ def route_limit(shape: Shape, param: str, raw: str, maximum: int) -> None:
                       if path == e.name or path.startswith(e.name + ".")), None)
         if found is None:
             raise QueryError(param, f"{param[:60]}: no embed named {_shown(path)} in select")
-        embed, path = found, path[len(found.name) + 1:]
+        embed, path = found, path[len(found.name):]
+        if path == ".":  # limit.order_items. names no embed after the dot
+            raise QueryError(param, f"{param[:60]}: expected an embed's name after the last '.'")
+        path = path[1:]
         embeds = found.embeds()
     if embed is None:
         raise QueryError(param, f"{param[:60]}: expected limit.<embed>")
     if embed.to_one:
         raise QueryError(param, f"{param[:60]}: {embed.name} is a single object (many-to-one)")
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise QueryError(param, f"{param[:60]}: expected an integer") from None
+    limit = query.parse_whole(param[:60], raw)
     if not 1 <= limit <= maximum:
         raise QueryError(param, f"{param[:60]}: must be between 1 and {maximum} "
                                 f"(MAX_EMBED_ROWS), got {raw[:40]}")
