@@ -40,6 +40,9 @@ CREATE TABLE follows (
 );
 INSERT INTO users VALUES (1, 'u1'), (2, 'u2'), (3, 'u3');
 INSERT INTO follows VALUES (1, 2), (1, 3), (2, 3);
+CREATE TABLE docs (id integer PRIMARY KEY, jb jsonb NOT NULL);
+INSERT INTO docs VALUES (1, '{"a.b": 1, "a": {"b": 2}, "c:d": 3, "0": "zero", "e\\"f": 4,
+                             "list": [5, 6]}');
 """
 
 
@@ -246,3 +249,16 @@ def test_limit_embed_with_a_trailing_dot(client_for: Callable[..., TestClient]) 
     client = client_for()
     problem = bad(client, "/tables/parent/rows", select="id,child(id)", **{"limit.child.": "3"})
     assert problem["parameter"] == "limit.child."
+
+
+def test_select_json_keys_parse_as_in_filters(client_for: Callable[..., TestClient]) -> None:
+    client = client_for()
+    data = rows(client, "docs", select='jb->"a.b",x:jb->a->>b,jb->"c:d",jb->>"0",'
+                                       'q:jb->"e""f",jb->list->-1')
+    assert data == [{"a.b": 1, "x": "2", "c:d": 3, "0": "zero", "q": 4, "-1": 6}]
+    # the same quoted key in filters and order
+    assert rows(client, "docs", select="id", filter='jb->"a.b".eq.1', order='jb->"a.b".desc') \
+        == [{"id": 1}]
+    problem = bad(client, "/tables/docs/rows", select="jb->a.b")
+    assert problem["parameter"] == "select" and '"a.b"' in problem["detail"]
+    assert "unterminated" in bad(client, "/tables/docs/rows", select='jb->"a')["detail"]

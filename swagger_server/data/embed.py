@@ -30,13 +30,11 @@ from typing import Any
 
 from psycopg2 import sql
 
-from swagger_server.data import query
+from swagger_server.data import filters, query
 from swagger_server.data.catalog import Catalog, Column, Relation, Relationship
 from swagger_server.data.query import Filter, OrderTerm, QueryError
 
 JSON_TYPES = ("json", "jsonb")
-_ARROW = re.compile(r"(->>|->)")
-_INDEX = re.compile(r"-?[0-9]{1,9}")
 MAX_PATH_KEYS = 16
 MAX_NAME_BYTES = 63  # PostgreSQL's identifier length (NAMEDATALEN - 1): a row's keys
 # Items at most in one select list (each level): PostgreSQL's limit of a target list (1664).
@@ -240,6 +238,8 @@ def _item(catalog: Catalog, relation: Relation, item: str, depth: int,
     if item.endswith(")") and "(" in item and not _quote_before_paren(item):
         return _embed(catalog, relation, item, depth, budget)
     alias, colon, rest = item.partition(":")
+    if colon and ('"' in alias or "->" in alias):  # the ':' of a quoted key ("a:b"), no alias
+        alias, colon, rest = "", "", item
     if colon:
         alias = alias.strip()
         if not alias:
@@ -291,25 +291,22 @@ def _quoted_field(relation: Relation, item: str, alias: str | None) -> Field:
 
 
 def _json_path(relation: Relation, text: str, alias: str | None) -> Field:
-    """``column->key->>key``: ``->`` keeps JSON, ``->>`` gives text (last step only)."""
-    parts = _ARROW.split(text)
-    name, steps = parts[0].strip(), parts[1:]
+    """``column->key->>key``: ``->`` keeps JSON, ``->>`` gives text (last step only). Keys as
+    in filters and order (:func:`filters.parse_path`): ``"a.b"`` quoted is exact; an unquoted
+    key ends at ``.``, which here can only be a mistake (quote such a key)."""
+    start = text.index("->")
+    name = text[:start].strip()
     column = query._column(relation, "select", name)
     if column.base_type not in JSON_TYPES:
         raise QueryError("select", f"select: {_shown(name)} is {column.display_type}, not json "
                                    "or jsonb: -> and ->> apply to JSON columns only")
-    path: list[tuple[str, str | int]] = []
-    for i in range(0, len(steps), 2):
-        arrow, key = steps[i], steps[i + 1]
-        if not key:
-            raise QueryError("select", f"select: empty key after {arrow} in {_shown(text)}")
-        if arrow == "->>" and i + 2 < len(steps):
-            raise QueryError("select", f"select: ->> gives text, so it can only be the last "
-                                       f"step of {_shown(text)}")
-        path.append((arrow, int(key) if _INDEX.fullmatch(key) else key))
-    if len(path) > MAX_PATH_KEYS:
-        raise QueryError("select", f"select: at most {MAX_PATH_KEYS} steps in a JSON path")
-    return Field(alias or str(path[-1][1]), column, tuple(path))
+    steps, end = filters.parse_path("select", column, text, start)
+    if end != len(text):
+        raise QueryError("select", f"select: unexpected {_shown(text[end:])} after the JSON "
+                                   f"path in {_shown(text)}; a key holding '.' is quoted: "
+                                   '"a.b"')
+    path = tuple((s.arrow, s.key) for s in steps)
+    return Field(alias or str(path[-1][1]), column, path)
 
 
 def _embed(catalog: Catalog, parent: Relation, item: str, depth: int,
