@@ -262,3 +262,18 @@ def test_select_json_keys_parse_as_in_filters(client_for: Callable[..., TestClie
     problem = bad(client, "/tables/docs/rows", select="jb->a.b")
     assert problem["parameter"] == "select" and '"a.b"' in problem["detail"]
     assert "unterminated" in bad(client, "/tables/docs/rows", select='jb->"a')["detail"]
+
+
+def test_aggregated_embed_takes_order_and_limit(client_for: Callable[..., TestClient]) -> None:
+    client = client_for(aggregates="on")
+    data = rows(client, "parent", select="id,child(kind,n:count())",
+                order="id,child.kind.desc", **{"limit.child": "2"})
+    assert data == [{"id": 1, "child": [{"kind": "k99", "n": 1}, {"kind": "k98", "n": 1}]},
+                    {"id": 2, "child": [{"kind": "a", "n": 1}]}]
+    totals = rows(client, "parent", select="id,child(n:count(),top:id.max())",
+                  order="child.top.desc")
+    assert totals == [{"id": 1, "child": [{"n": 150, "top": 150}]},
+                      {"id": 2, "child": [{"n": 1, "top": 1000}]}]
+    problem = bad(client, "/tables/parent/rows", select="id,child(kind,count())",
+                  order="child.nosuch.desc")
+    assert problem["parameter"] == "order" and "names a field of select" in problem["detail"]

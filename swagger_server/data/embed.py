@@ -82,6 +82,7 @@ class Embed:
     order_text: list[str] = field(default_factory=list)
     order: tuple[OrderTerm, ...] = ()
     limit: int | None = None
+    aggregate_order: sql.Composable | None = None  # an aggregated embed's ORDER BY (its fields)
     # Boolean groups on an embed (``or.<embed>=(...)``): conditions already rendered by the
     # filters' renderer, given the params. A hook for the filters' ``or=``/``and=`` groups.
     groups: list[Callable[[query._Params], sql.Composable]] = field(default_factory=list)
@@ -454,15 +455,26 @@ def route_order(shape: Shape, text: str | None) -> str | None:
                                           "(many-to-one): there is nothing to order")
             embed.order_text.append(rest)
     for embed in shape.walk():
-        if embed.order_text:
+        if embed.order_text and embed.aggregated:
+            embed.aggregate_order = _aggregate_order(embed)
+        elif embed.order_text:
             embed.order, _ = query.parse_order(embed.relation, ",".join(embed.order_text))
     return ",".join(top) if top else None
+
+
+def _aggregate_order(embed: Embed) -> sql.Composable:
+    """``order=<embed>.<field>.desc`` of an aggregated embed: its output fields, as at the top
+    level (swagger_server.data.aggregate; imported here, as it imports this module)."""
+    from swagger_server.data import aggregate
+    return aggregate.order_sql(Shape(embed.relation, embed.items), ",".join(embed.order_text))
 
 
 def _order_target(shape: Shape, item: str) -> tuple[Embed, str] | None:
     relation, embeds, rest = shape.relation, shape.embeds(), item
     owner: Embed | None = None
     while True:
+        if owner is not None and owner.aggregated:
+            return owner, rest  # its output fields, checked by _aggregate_order
         try:
             query.parse_order(relation, rest)
             return (owner, rest) if owner is not None else None
@@ -639,8 +651,8 @@ def _aggregated_embed_sql(embed: Embed, captured_sql: sql.Composable, captured: 
                           depth: int) -> sql.Composable:
     """An embed whose items aggregate: one object per group of the parent's related rows."""
     grouped = [i for i in embed.items if isinstance(i, Field) and i.aggregate is None]
-    order = sql.SQL("")
-    if grouped:
+    order = embed.aggregate_order or sql.SQL("")
+    if grouped and embed.aggregate_order is None:
         order = sql.SQL(" ORDER BY ") + sql.SQL(", ").join(
             sql.Identifier(i.name) for i in grouped)
     limit = sql.SQL(" LIMIT {}").format(params.add(embed.limit)) if embed.limit is not None \
