@@ -137,6 +137,7 @@ class ApiSettings:
     # Embedding related rows in select (README "Related data"): how deep, how many per request.
     max_embed_depth: int = 3
     max_embeds: int = 10
+    max_embed_rows: int = 100  # rows at most in one embedded array (limit.<embed> may lower it)
     aggregates: str = "off"  # "on": select=status,total.sum() groups (README "Aggregates")
 
 
@@ -377,6 +378,7 @@ _KEYS: dict[str, tuple[_Key, ...]] = {
         _Key("API", "COUNT_TIMEOUT", "count_timeout", _int(1, PG_INT_MAX)),
         _Key("API", "MAX_EMBED_DEPTH", "max_embed_depth", _int(0, 10)),
         _Key("API", "MAX_EMBEDS", "max_embeds", _int(0, 100)),
+        _Key("API", "MAX_EMBED_ROWS", "max_embed_rows", _int(1, 100_000)),
         _Key("API", "AGGREGATES", "aggregates", _choice("off", "on")),
     ),
 }

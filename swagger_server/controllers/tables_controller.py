@@ -343,10 +343,8 @@ def _limit(default: int, maximum: int) -> int:
     raw = request.args.get("limit")
     if raw is None:
         return default
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise _bad("limit", "limit: expected an integer") from None
+    with _parameter_errors():
+        limit = query.parse_whole("limit", raw)
     if not 1 <= limit <= maximum:
         raise _bad("limit", f"limit: must be between 1 and {maximum}, got {raw[:40]}")
     return limit
@@ -432,7 +430,7 @@ def _select(catalog: Catalog, relation: Relation) -> tuple[embed.Shape | None, t
     api = _settings().api
     text = request.args.get("select")
     shape = embed.parse(catalog, relation, text, api.max_embed_depth, api.max_embeds,
-                        aggregates=api.aggregates == "on")
+                        aggregates=api.aggregates == "on", max_embed_rows=api.max_embed_rows)
     columns = tuple(i.column for i in shape.items
                     if isinstance(i, embed.Field) and i.column is not None)
     return (None if shape.plain else shape), columns
@@ -450,7 +448,7 @@ def _embed_limits(settings: Settings, shape: embed.Shape | None) -> None:
                 raise QueryError(name, f"{name[:60]}: given more than once; it takes one value")
             if shape is None:
                 raise QueryError(name, f"{name[:60]}: select embeds nothing to limit")
-            embed.route_limit(shape, name, request.args[name], settings.api.max_rows)
+            embed.route_limit(shape, name, request.args[name], settings.api.max_embed_rows)
 
 
 def _typed_values(q: RowsQuery) -> list[tuple[str, Any, str]]:
@@ -462,10 +460,8 @@ def _offset(maximum: int, relation: Relation, unique: bool) -> int:
     raw = request.args.get("offset")
     if raw is None:
         return 0
-    try:
-        offset = int(raw)
-    except ValueError:
-        raise _bad("offset", "offset: expected an integer") from None
+    with _parameter_errors():
+        offset = query.parse_whole("offset", raw)
     if offset < 0:
         raise _bad("offset", "offset: must not be negative")
     if offset > maximum:

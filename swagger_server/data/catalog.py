@@ -122,6 +122,7 @@ class Relation:
 MANY_TO_ONE = "many-to-one"
 ONE_TO_MANY = "one-to-many"
 MANY_TO_MANY = "many-to-many"
+REVERSE = ".reverse"  # a hint's suffix naming a foreign key's one-to-many direction
 
 
 @dataclass(frozen=True)
@@ -156,12 +157,33 @@ class Relationship:
                     *self.junction_source, *self.junction_target}
         # The foreign key's name, or its columns on the referencing side.
         fk_side = self.source_columns if self.kind == MANY_TO_ONE else self.target_columns
-        return {self.constraint, *fk_side}
+        return {self.constraint, *fk_side} | self.direct_hints()
+
+    def direct_hints(self) -> set[str]:
+        """The hints that name this direction: they win when a hint fits several relationships
+        (a self-reference, or a junction with two keys to one table, is one key seen both
+        ways). Many-to-one: the key (``employees!manager_id``: my manager); one-to-many: the
+        key with ``.reverse`` (``employees!manager_id.reverse``: those I manage); many-to-many:
+        the junction's key to the far side (``users!followee_id``: whom I follow)."""
+        if self.kind == MANY_TO_ONE:
+            return {self.constraint, *self.source_columns}
+        if self.kind == ONE_TO_MANY:
+            return {n + REVERSE for n in (self.constraint, *self.target_columns)}
+        return {self.target_constraint, *self.junction_target}
+
+    @property
+    def hint(self) -> str:
+        """The hint a problem's candidates give: one that picks this relationship."""
+        if self.source == self.target and self.kind == ONE_TO_MANY:
+            return self.constraint + REVERSE
+        if self.source == self.target and self.kind == MANY_TO_MANY:
+            return self.target_constraint
+        return self.constraint
 
     def candidate(self) -> dict[str, object]:
         """This relationship as a problem lists it among ambiguous ones."""
         found: dict[str, object] = {
-            "kind": self.kind, "hint": self.constraint,
+            "kind": self.kind, "hint": self.hint,
             "columns": list(self.source_columns),
             "references": {"schema": self.target[0], "name": self.target[1],
                            "columns": list(self.target_columns)}}

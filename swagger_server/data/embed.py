@@ -31,16 +31,17 @@ from typing import Any
 
 from psycopg2 import sql
 
-from swagger_server.data import query
+from swagger_server.data import filters, query
 from swagger_server.data.catalog import Catalog, Column, Relation, Relationship
 from swagger_server.data.filters import GROUP_OPS, Group
 from swagger_server.data.query import Filter, OrderTerm, QueryError
 
 JSON_TYPES = ("json", "jsonb")
-_ARROW = re.compile(r"(->>|->)")
-_INDEX = re.compile(r"-?[0-9]{1,9}")
 MAX_PATH_KEYS = 16
 MAX_NAME_BYTES = 63  # PostgreSQL's identifier length (NAMEDATALEN - 1): a row's keys
+# Items at most in one select list (each level): PostgreSQL's limit of a target list (1664).
+MAX_SELECT_ITEMS = 1664
+MAX_EMBED_ROWS = 100  # [API] MAX_EMBED_ROWS's default: rows at most in one embedded array
 
 
 class AmbiguousEmbed(QueryError):
@@ -83,6 +84,7 @@ class Embed:
     order_text: list[str] = field(default_factory=list)
     order: tuple[OrderTerm, ...] = ()
     limit: int | None = None
+    aggregate_order: sql.Composable | None = None  # an aggregated embed's ORDER BY (its fields)
     # Boolean groups on the embed (``or.<embed>=(...)``, :func:`route_group`): each must hold,
     # like the filters, for a row to be embedded.
     groups: list[Group] = field(default_factory=list)
@@ -151,13 +153,13 @@ class Shape:
 
 
 def _read_columns(relation: Relation, items: Sequence[Field | Embed]) -> tuple[Column, ...]:
-    found: list[Column] = []
+    found: dict[Column, None] = {}  # ordered and O(1) per column (a select has up to 1664)
     for item in items:
         if isinstance(item, Field):
             cols = [item.column] if item.column is not None else []
         else:
             cols = [relation.by_name[n] for n in item.relationship.source_columns]
-        found += [c for c in cols if c not in found]
+        found.update(dict.fromkeys(cols))
     return tuple(found)
 
 
@@ -170,15 +172,17 @@ class _Budget:
     max_embeds: int
     aggregates: bool = False
     used: int = 0
+    max_rows: int = MAX_EMBED_ROWS  # every to-many embed's LIMIT (limit.<embed> may lower it)
 
 
 def parse(catalog: Catalog, relation: Relation, text: str | None, max_depth: int,
-          max_embeds: int, aggregates: bool = False) -> Shape:
+          max_embeds: int, aggregates: bool = False,
+          max_embed_rows: int = MAX_EMBED_ROWS) -> Shape:
     """``select`` as a :class:`Shape` (all columns when absent or ``*``)."""
     if text is None or text.strip() == "*":
         return Shape(relation, [Field(c.name, c) for c in relation.columns])
     query.check_text("select", text)
-    budget = _Budget(max_depth, max_embeds, aggregates)
+    budget = _Budget(max_depth, max_embeds, aggregates, max_rows=max_embed_rows)
     shape = Shape(relation, _items(catalog, relation, text, 0, budget))
     if shape.aggregated and shape.embeds():
         raise QueryError("select", "select: aggregates at the top level take no embeds (an "
@@ -188,32 +192,40 @@ def parse(catalog: Catalog, relation: Relation, text: str | None, max_depth: int
 
 def _items(catalog: Catalog, relation: Relation, text: str, depth: int,
            budget: _Budget) -> list[Field | Embed]:
-    items: list[Field | Embed] = []
-    for raw in _split_top(text):
+    raws = _split_top(text)
+    if len(raws) > MAX_SELECT_ITEMS:
+        raise QueryError("select", f"select: at most {MAX_SELECT_ITEMS} items in one list "
+                                   "(PostgreSQL's limit of a row's columns)")
+    items: dict[str, Field | Embed] = {}  # by output name: each item is checked in O(1)
+    star = False
+    for raw in raws:
         item = raw.strip()
         if not item:
             raise QueryError("select", "select: empty column name")
         if item == "*":
+            if star:
+                continue  # a second * adds nothing (and would cost a pass over the columns)
+            star = True
             new: list[Field | Embed] = [Field(c.name, c) for c in relation.columns]
         else:
             new = [_item(catalog, relation, item, depth, budget)]
         for one in new:
             _add(items, one)
-    return items
+    return list(items.values())
 
 
-def _add(items: list[Field | Embed], item: Field | Embed) -> None:
+def _add(items: dict[str, Field | Embed], item: Field | Embed) -> None:
     if len(item.name.encode("utf-8")) > MAX_NAME_BYTES:
         # PostgreSQL would cut the key to 63 bytes (so two long names could collide)
         raise QueryError("select", f"select: the name {_shown(item.name)} is longer than "
                                    f"{MAX_NAME_BYTES} bytes; give a shorter alias")
-    for known in items:
-        if known.name == item.name:
-            if known == item:
-                return  # the same column twice: once, as before embeds existed
-            raise QueryError("select", f"select: two items named {_shown(item.name)}; give one "
-                                       "an alias (alias:item)")
-    items.append(item)
+    known = items.get(item.name)
+    if known is not None:
+        if known == item:
+            return  # the same column twice: once, as before embeds existed
+        raise QueryError("select", f"select: two items named {_shown(item.name)}; give one "
+                                   "an alias (alias:item)")
+    items[item.name] = item
 
 
 def _item(catalog: Catalog, relation: Relation, item: str, depth: int,
@@ -229,6 +241,8 @@ def _item(catalog: Catalog, relation: Relation, item: str, depth: int,
     if item.endswith(")") and "(" in item and not _quote_before_paren(item):
         return _embed(catalog, relation, item, depth, budget)
     alias, colon, rest = item.partition(":")
+    if colon and ('"' in alias or "->" in alias):  # the ':' of a quoted key ("a:b"), no alias
+        alias, colon, rest = "", "", item
     if colon:
         alias = alias.strip()
         if not alias:
@@ -280,25 +294,22 @@ def _quoted_field(relation: Relation, item: str, alias: str | None) -> Field:
 
 
 def _json_path(relation: Relation, text: str, alias: str | None) -> Field:
-    """``column->key->>key``: ``->`` keeps JSON, ``->>`` gives text (last step only)."""
-    parts = _ARROW.split(text)
-    name, steps = parts[0].strip(), parts[1:]
+    """``column->key->>key``: ``->`` keeps JSON, ``->>`` gives text (last step only). Keys as
+    in filters and order (:func:`filters.parse_path`): ``"a.b"`` quoted is exact; an unquoted
+    key ends at ``.``, which here can only be a mistake (quote such a key)."""
+    start = text.index("->")
+    name = text[:start].strip()
     column = query._column(relation, "select", name)
     if column.base_type not in JSON_TYPES:
         raise QueryError("select", f"select: {_shown(name)} is {column.display_type}, not json "
                                    "or jsonb: -> and ->> apply to JSON columns only")
-    path: list[tuple[str, str | int]] = []
-    for i in range(0, len(steps), 2):
-        arrow, key = steps[i], steps[i + 1]
-        if not key:
-            raise QueryError("select", f"select: empty key after {arrow} in {_shown(text)}")
-        if arrow == "->>" and i + 2 < len(steps):
-            raise QueryError("select", f"select: ->> gives text, so it can only be the last "
-                                       f"step of {_shown(text)}")
-        path.append((arrow, int(key) if _INDEX.fullmatch(key) else key))
-    if len(path) > MAX_PATH_KEYS:
-        raise QueryError("select", f"select: at most {MAX_PATH_KEYS} steps in a JSON path")
-    return Field(alias or str(path[-1][1]), column, tuple(path))
+    steps, end = filters.parse_path("select", column, text, start)
+    if end != len(text):
+        raise QueryError("select", f"select: unexpected {_shown(text[end:])} after the JSON "
+                                   f"path in {_shown(text)}; a key holding '.' is quoted: "
+                                   '"a.b"')
+    path = tuple((s.arrow, s.key) for s in steps)
+    return Field(alias or str(path[-1][1]), column, path)
 
 
 def _embed(catalog: Catalog, parent: Relation, item: str, depth: int,
@@ -334,6 +345,7 @@ def _embed(catalog: Catalog, parent: Relation, item: str, depth: int,
                                    "many-to-many embed without embeds of its own may")
     if not embed.to_one:
         embed.order, _ = query.parse_order(child, None)
+        embed.limit = budget.max_rows  # an array is never unbounded (a parent may have 1M)
     return embed
 
 
@@ -342,6 +354,9 @@ def _relationship(catalog: Catalog, parent: Relation, child: Relation,
     found = catalog.relationships_between(parent, child)
     if hint is not None:
         found = [r for r in found if hint in r.hints()]
+        direct = [r for r in found if hint in r.direct_hints()]
+        if len(found) > 1 and direct:  # a key seen both ways: the hint names one direction
+            found = direct
     if not found:
         why = f" matching {_shown(hint)}" if hint is not None else ""
         raise QueryError("select", f"select: no relationship{why} between {parent.name} and "
@@ -442,15 +457,26 @@ def route_order(shape: Shape, text: str | None) -> str | None:
                                           "(many-to-one): there is nothing to order")
             embed.order_text.append(rest)
     for embed in shape.walk():
-        if embed.order_text:
+        if embed.order_text and embed.aggregated:
+            embed.aggregate_order = _aggregate_order(embed)
+        elif embed.order_text:
             embed.order, _ = query.parse_order(embed.relation, ",".join(embed.order_text))
     return ",".join(top) if top else None
+
+
+def _aggregate_order(embed: Embed) -> sql.Composable:
+    """``order=<embed>.<field>.desc`` of an aggregated embed: its output fields, as at the top
+    level (swagger_server.data.aggregate; imported here, as it imports this module)."""
+    from swagger_server.data import aggregate
+    return aggregate.order_sql(Shape(embed.relation, embed.items), ",".join(embed.order_text))
 
 
 def _order_target(shape: Shape, item: str) -> tuple[Embed, str] | None:
     relation, embeds, rest = shape.relation, shape.embeds(), item
     owner: Embed | None = None
     while True:
+        if owner is not None and owner.aggregated:
+            return owner, rest  # its output fields, checked by _aggregate_order
         try:
             query.parse_order(relation, rest)
             return (owner, rest) if owner is not None else None
@@ -474,7 +500,10 @@ def _embed_at(shape: Shape, param: str, prefix: str) -> Embed:
                       if path == e.name or path.startswith(e.name + ".")), None)
         if found is None:
             raise QueryError(param, f"{param[:60]}: no embed named {_shown(path)} in select")
-        embed, path = found, path[len(found.name) + 1:]
+        embed, path = found, path[len(found.name):]
+        if path == ".":  # limit.order_items. names no embed after the dot
+            raise QueryError(param, f"{param[:60]}: expected an embed's name after the last '.'")
+        path = path[1:]
         embeds = found.embeds()
     if embed is None:
         raise QueryError(param, f"{param[:60]}: expected {prefix}<embed>")
@@ -482,16 +511,15 @@ def _embed_at(shape: Shape, param: str, prefix: str) -> Embed:
 
 
 def route_limit(shape: Shape, param: str, raw: str, maximum: int) -> None:
-    """``limit.<embed>[.<embed>...]=n``: at most n rows in that embedded array (1..MAX_ROWS)."""
+    """``limit.<embed>[.<embed>...]=n``: at most n rows in that embedded array (1..maximum,
+    ``MAX_EMBED_ROWS``: the cap every array has anyway; more is a 400, not a silent clamp)."""
     embed = _embed_at(shape, param, "limit.")
     if embed.to_one:
         raise QueryError(param, f"{param[:60]}: {embed.name} is a single object (many-to-one)")
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise QueryError(param, f"{param[:60]}: expected an integer") from None
+    limit = query.parse_whole(param[:60], raw)
     if not 1 <= limit <= maximum:
-        raise QueryError(param, f"{param[:60]}: must be between 1 and {maximum}, got {raw[:40]}")
+        raise QueryError(param, f"{param[:60]}: must be between 1 and {maximum} "
+                                f"(MAX_EMBED_ROWS), got {raw[:40]}")
     embed.limit = limit
 
 
@@ -661,13 +689,16 @@ def _aggregated_embed_sql(embed: Embed, captured_sql: sql.Composable, captured: 
                           depth: int) -> sql.Composable:
     """An embed whose items aggregate: one object per group of the parent's related rows."""
     grouped = [i for i in embed.items if isinstance(i, Field) and i.aggregate is None]
-    order = sql.SQL("")
-    if grouped:
+    order = embed.aggregate_order or sql.SQL("")
+    if grouped and embed.aggregate_order is None:
         order = sql.SQL(" ORDER BY ") + sql.SQL(", ").join(
             sql.Identifier(i.name) for i in grouped)
-    rows = sql.SQL("SELECT {} FROM {}.{} r WHERE {}{}{}").format(
+    limit = sql.SQL(" LIMIT {}").format(params.add(embed.limit)) if embed.limit is not None \
+        else sql.SQL("")  # groups, at most MAX_EMBED_ROWS (or limit.<embed>) of them
+    rows = sql.SQL("SELECT {} FROM {}.{} r WHERE {}{}{}{}").format(
         obj, sql.Identifier(embed.relation.schema), sql.Identifier(embed.relation.name),
-        _conditions(embed, captured, params, depth), group_by(embed.items, "r", params), order)
+        _conditions(embed, captured, params, depth), group_by(embed.items, "r", params), order,
+        limit)
     return sql.SQL("(SELECT coalesce(json_agg(row_to_json(g.*)), '[]'::json) FROM {} "
                    "CROSS JOIN LATERAL ({}) g)").format(captured_sql, rows)
 

@@ -40,6 +40,7 @@ from swagger_server.data.syntax import (  # noqa: F401 (shared by the data API's
     QueryError,
     check_text,
     column_of,
+    parse_whole,
     split_items,
     split_list,
     split_names,

@@ -32,6 +32,21 @@ def check_text(param: str, value: str) -> str:
     return value
 
 
+_WHOLE = re.compile(r"-?[0-9]{1,18}")  # ASCII digits only (int() takes "1_0", "٣", " 1 ")
+
+
+def parse_whole(param: str, raw: str) -> int:
+    """A parameter's integer: optional ``-`` and ASCII digits, nothing else (a 400 otherwise).
+
+    Longer than 18 digits: +-10**18, past every caller's bound (which then names it), without
+    int() of thousands of digits (slow, or refused)."""
+    if _WHOLE.fullmatch(raw) is None:
+        if re.fullmatch(r"-?[0-9]+", raw, re.ASCII):
+            return -10**18 if raw.startswith("-") else 10**18
+        raise QueryError(param, f"{param}: expected an integer (ASCII digits), got {raw[:40]!r}")
+    return int(raw)
+
+
 def split_list(param: str, text: str) -> list[str]:
     """Split on commas outside double quotes; ``"a,b"`` keeps its comma, ``""`` is a quote."""
     return [item for item, _ in split_items(param, text)]
