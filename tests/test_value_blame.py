@@ -259,3 +259,36 @@ def test_an_operation_the_type_lacks_names_the_parameter_that_asked_for_it(
     body = r.json()
     assert (body["type"], body["parameter"]) == ("/problems/unsupported-operation", parameter)
     assert body["invalid-params"][0]["name"] == parameter
+
+
+def test_an_embedded_table_revoked_reloads_that_roles_catalog(
+        shop: str, make_client: Callable[..., TestClient], loads: list[str]) -> None:
+    """SELECT revoked on an embedded table (the queried one still readable): the role's catalog
+    is reloaded, so its next request is refused as an embed it cannot read (a 400), not a 500
+    until CATALOG_TTL runs out."""
+    with contextlib.closing(psycopg2.connect(shop)) as conn, conn.cursor() as cur:
+        conn.autocommit = True
+        cur.execute("CREATE TABLE fl_parent (id integer PRIMARY KEY); "
+                    "CREATE TABLE fl_child (id integer PRIMARY KEY, "
+                    "parent_id integer REFERENCES fl_parent); "
+                    "GRANT SELECT ON fl_parent, fl_child TO web_user")
+    try:
+        client = make_client(shop, auth={"jwt_secret": SECRET, "anonymous_role": "web_anon"},
+                             api={"catalog_ttl": 300})
+        catalog.CACHE.invalidate()
+        url = "/tables/fl_parent/rows?select=id,fl_child(id)"
+        assert client.get(url, headers=bearer()).status_code == 200
+        with contextlib.closing(psycopg2.connect(shop)) as conn, conn.cursor() as cur:
+            conn.autocommit = True
+            cur.execute("REVOKE SELECT ON fl_child FROM web_user")
+        loads.clear()
+        assert client.get(url, headers=bearer()).status_code != 200
+        r = client.get(url, headers=bearer())
+        assert r.status_code == 400 and "fl_child" in r.text, r.text
+        assert loads == ["load"]
+    finally:
+        db.close_pool()
+        with contextlib.closing(psycopg2.connect(shop)) as conn, conn.cursor() as cur:
+            conn.autocommit = True
+            cur.execute("DROP TABLE fl_child, fl_parent")
+        catalog.CACHE.invalidate()

@@ -82,13 +82,15 @@ def database_errors(conn: Connection, values: list[tuple[str, Any, str]],
             problem = _value_problem(conn, values)
             if problem is not None:
                 raise problem from None
-        if outcome.catalog and relation is not None and not _readable(conn, relation):
-            # SELECT revoked under the cached catalog: reload this role's, answer as if the
-            # relation never existed. Still readable: a privilege on something else is missing
-            # (a view's own table), the deployment's fault: a 500 with the request id, and no
-            # reload (any client could force one per request).
+        if outcome.catalog:
+            # A privilege revoked under the cached catalog (no request value explains it, so a
+            # client cannot cause this at will): reload this role's catalog only. The relation
+            # itself unreadable: answered as if it never existed. Still readable: something
+            # else it needs (an embedded table) was revoked; this answer is a 500, the next
+            # request sees the reloaded catalog (the embed then a 400 naming it).
             CACHE.invalidate_role(current_role())
-            raise _not_found(relation) from None
+            if relation is not None and not _readable(conn, relation):
+                raise _not_found(relation) from None
         raise  # not the request's doing: answered by SQLSTATE (errors.database_error)
 
 
