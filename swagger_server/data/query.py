@@ -514,14 +514,6 @@ def row_sql(relation: Relation, columns: Sequence[Column],
     return statement, params.values
 
 
-def cast_check_sql(column: Column) -> tuple[sql.Composable, dict[str, Any]]:
-    """Does PostgreSQL accept a value for this column's type? (to name the culprit of a 400)"""
-    check = filters.check_sql(column)  # a text search query: checked by its function
-    if check is not None:
-        return check, {}
-    return sql.SQL("SELECT CAST(%(v)s AS {})").format(sql.SQL(column.type)), {}
-
-
 def position_sql(q: RowsQuery, cap: int) -> tuple[sql.Composable, dict[str, Any]]:
     """How many rows (filters applied) are not after the cursor: the offset of the next row.
 
