@@ -17,55 +17,27 @@ import argparse
 import contextlib
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
+
+from bench import bench_pool
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = 1000
 
 
-@contextlib.contextmanager
-def gunicorn(tree: Path, dsn: str, workers: int, extra: Mapping[str, str]) -> Iterator[str]:
+def gunicorn(tree: Path, dsn: str, workers: int,
+             extra: Mapping[str, str]) -> contextlib.AbstractContextManager[str]:
     """``gunicorn wsgi:application`` run from ``tree`` (its gunicorn.conf.py and code)."""
-    with contextlib.closing(__import__("socket").socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("POOL_", "SERVER_", "API_", "AUTH_", "CORS_"))}
-    env.update(DATABASE_URL=dsn, SERVER_BIND=f"127.0.0.1:{port}", SERVER_WORKERS=str(workers),
-               SERVER_LOG_LEVEL="warning", SERVER_ACCESS_LOG="off", POOL_MIN_SIZE="4",
-               PYTHONPATH=str(tree), APP_CONFIG="/dev/null")
-    env.update(extra)  # wins over the defaults above
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "wsgi:application"], cwd=tree,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health/ready", timeout=2):  # noqa: S310
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"gunicorn in {tree} did not come up") from None
-                time.sleep(0.2)
-        yield base
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    settings = {"SERVER_ACCESS_LOG": "off", "POOL_MIN_SIZE": "4", "PYTHONPATH": str(tree),
+                "APP_CONFIG": "/dev/null", **extra}  # extra wins over the defaults
+    return bench_pool.gunicorn(
+        "wsgi:application", dsn, "uvicorn", workers, settings, probe="/health/ready",
+        drop_prefixes=("POOL_", "SERVER_", "API_", "AUTH_", "CORS_"), cwd=tree)
 
 
 def wrk(url: str, seconds: int, connections: int, headers: list[str]) -> float:

@@ -67,19 +67,21 @@ def database(max_connections: int | None = None) -> Iterator[str]:
 @contextlib.contextmanager
 def gunicorn(app: str, dsn: str, worker_class: str, workers: int,
              extra: Mapping[str, str] | None = None, probe: str = "/",
-             drop_prefixes: tuple[str, ...] = ()) -> Iterator[str]:
+             drop_prefixes: tuple[str, ...] = (), cwd: Path = ROOT) -> Iterator[str]:
     """A gunicorn master serving ``app`` on a free port until the block ends; its base URL.
 
     ``extra`` settings win over the defaults here; variables starting with ``drop_prefixes``
-    are not inherited; ``probe`` is the path polled until the workers answer.
+    are not inherited; ``probe`` is the path polled until the workers answer; ``cwd`` is the
+    tree it runs from (its gunicorn.conf.py).
     """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop_prefixes)} \
         if drop_prefixes else dict(os.environ)
     env.update(DATABASE_URL=dsn, SERVER_BIND=f"127.0.0.1:{port}",
                SERVER_WORKERS=str(workers), SERVER_WORKER_CLASS=worker_class,
-               SERVER_LOG_LEVEL="warning", POOL_MAX_SIZE="10", **(extra or {}))
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", app], cwd=ROOT, env=env,
+               SERVER_LOG_LEVEL="warning", POOL_MAX_SIZE="10")
+    env.update(extra or {})  # wins over the defaults (a keyword repeated in one update() raises)
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", app], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     base = f"http://127.0.0.1:{port}"
