@@ -137,4 +137,18 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
 
 
+@pytest.fixture
+def client_for(dsn: str) -> Iterator[Callable[..., TestClient]]:
+    """``client_for(**api)``: a test client on the requesting module's ``dsn`` fixture, with
+    those ``[API]`` settings (a new pool and an empty catalog cache each time)."""
+
+    def make(**api: Any) -> TestClient:
+        db.close_pool()
+        CACHE.invalidate()
+        return create_app(make_settings(dsn, api=api)).test_client()
+
+    yield make
+    db.close_pool()
+
+
 __all__ = ["PoolSettings", "make_settings"]

@@ -8,7 +8,7 @@ import contextlib
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2
@@ -17,10 +17,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from swagger_server import db
-from swagger_server.app import create_app
-from swagger_server.data.catalog import CACHE, view_column_origins
+from swagger_server.data.catalog import view_column_origins
 from swagger_server.db.transaction import PreambleCursor
-from tests.conftest import make_settings
 from tests.pg import TestDatabase, seeded_database
 
 SCHEMA = """
@@ -79,17 +77,6 @@ INSERT INTO "odd.names" VALUES (1, 1);
 @pytest.fixture(scope="module")
 def dsn(database: TestDatabase) -> str:
     return seeded_database(database, "embed", SCHEMA)
-
-
-@pytest.fixture
-def client_for(dsn: str) -> Iterator[Callable[..., TestClient]]:
-    def make(**api: Any) -> TestClient:
-        db.close_pool()
-        CACHE.invalidate()
-        return create_app(make_settings(dsn, api=api)).test_client()
-
-    yield make
-    db.close_pool()
 
 
 @pytest.fixture

@@ -7,17 +7,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from swagger_server import db
-from swagger_server.app import create_app
-from swagger_server.data.catalog import CACHE
 from swagger_server.data.filters import MAX_GROUP_CONDITIONS, MAX_GROUP_DEPTH
-from tests.conftest import make_settings
 from tests.pg import TestDatabase, seeded_database
 from tests.test_embed import SCHEMA, bad, snapshot
 
@@ -25,17 +21,6 @@ from tests.test_embed import SCHEMA, bad, snapshot
 @pytest.fixture(scope="module")
 def dsn(database: TestDatabase) -> str:
     return seeded_database(database, "embed_groups", SCHEMA)
-
-
-@pytest.fixture
-def client_for(dsn: str) -> Iterator[Callable[..., TestClient]]:
-    def make(**api: Any) -> TestClient:
-        db.close_pool()
-        CACHE.invalidate()
-        return create_app(make_settings(dsn, api=api)).test_client()
-
-    yield make
-    db.close_pool()
 
 
 @pytest.fixture

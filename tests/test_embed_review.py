@@ -5,16 +5,12 @@ references and junctions with two keys to one table, aggregated embeds' limit an
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from swagger_server import db
-from swagger_server.app import create_app
-from swagger_server.data.catalog import CACHE
-from tests.conftest import make_settings
 from tests.pg import TestDatabase, seeded_database
 
 SCHEMA = """
@@ -49,17 +45,6 @@ INSERT INTO docs VALUES (1, '{"a.b": 1, "a": {"b": 2}, "c:d": 3, "0": "zero", "e
 @pytest.fixture(scope="module")
 def dsn(database: TestDatabase) -> str:
     return seeded_database(database, "embedreview", SCHEMA)
-
-
-@pytest.fixture
-def client_for(dsn: str) -> Iterator[Callable[..., TestClient]]:
-    def make(**api: Any) -> TestClient:
-        db.close_pool()
-        CACHE.invalidate()
-        return create_app(make_settings(dsn, api=api)).test_client()
-
-    yield make
-    db.close_pool()
 
 
 def rows(client: TestClient, table: str, **params: Any) -> list[dict[str, Any]]:
