@@ -9,5 +9,5 @@ from swagger_server.db import get_db
 
 def root() -> Response:
     with get_db().cursor() as cur:
-        cur.execute("SELECT 1")
+        cur.execute_alone("SELECT 1")  # one round trip: no BEGIN, no ROLLBACK
         return jsonify([list(row) for row in cur.fetchall()])

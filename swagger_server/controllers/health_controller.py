@@ -21,6 +21,6 @@ def ready() -> Response:
     timeout = min(READY_TIMEOUT_SECONDS, settings.pool.acquire_timeout)
     # PoolTimeout and DatabaseUnavailable become 503 problem+json (errors.py).
     with get_pool().connection(timeout=timeout) as conn, conn.cursor() as cur:
-        cur.execute("SELECT 1")
+        cur.execute_alone("SELECT 1")
         cur.fetchone()
     return jsonify(status="ok")

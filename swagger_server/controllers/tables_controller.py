@@ -137,7 +137,7 @@ def get_row(table: str, key: str, **_: Any) -> Response:
     checks = [("key", relation.by_name[n], v) for n, v in zip(relation.primary_key, values,
                                                                  strict=True)]
     with value_errors.database_errors(conn, checks, relation), conn.cursor() as cur:
-        cur.execute(statement, params)
+        cur.execute_alone(statement, params)  # the request's one statement: one round trip
         row = cur.fetchone()
     if row is None:
         raise ApiProblem(404, "Not Found", f"{relation.name} has no row with key {key[:200]!r}",
@@ -161,7 +161,10 @@ def _page(settings: Settings, table: str) -> Response:
     total: int | None = None
     with value_errors.database_errors(conn, _typed_values(q), relation), conn.cursor() as cur:
         _text_as_bytes(conn, cur)
-        cur.execute(statement, params)
+        # Its own transaction in one round trip; what may follow (a count, the rows before a
+        # cursor) reads in a new one: READ COMMITTED gives each statement its own snapshot
+        # anyway.
+        cur.execute_alone(statement, params)
         data, fetched, last_key = cur.fetchone()
         if count == "estimated":
             total = _estimate(cur, q)

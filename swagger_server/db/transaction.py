@@ -35,6 +35,10 @@ from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as PlainCursor
 
 PARAM_PREFIX = "_tx_"  # the settings' named parameters in a preamble
+# First in a transaction of one message (PreambleCursor.execute_alone): the BEGIN READ ONLY of
+# a transaction without BEGIN. Directly, the session default is read-only too; behind a pooler
+# this is all there is.
+_READ_ONLY = b"SET TRANSACTION READ ONLY;\n"
 
 
 def settings_items(settings: Sequence[tuple[str, str]], params: dict[str, Any],
@@ -122,7 +126,43 @@ class PreambleCursor(PlainCursor):
 
     binding: PreambleBinding | None = None
 
+    _alone = False  # set by execute_alone for the statement it runs
+
+    def execute_alone(self, query: Any, vars: Any = None) -> None:
+        """Run a read-only ``query`` as a transaction of its own, in one round trip.
+
+        When no transaction is open on a read-only connection: no ``BEGIN`` before it and no
+        ``ROLLBACK`` when the connection goes back to the pool (two round trips of three for a
+        request's one statement). ``SET TRANSACTION READ ONLY``, the preamble and the query go
+        in one message, which PostgreSQL runs as one implicit transaction (so
+        ``set_config(..., true)`` holds for the query and ends with it; a pooler hands the
+        message to one server connection). The connection is left idle, committed: only for
+        a statement that reads, after which the caller needs nothing of the same transaction
+        (a later statement opens a new one, with the preamble again).
+
+        Otherwise (a transaction already open, a writable connection, autocommit, a named
+        cursor): a plain :meth:`execute`, in the open transaction.
+        """
+        conn = self.connection
+        if (self.name is not None or conn.autocommit or conn.readonly is not True
+                or conn.info.transaction_status != TRANSACTION_STATUS_IDLE):
+            return self.execute(query, vars)
+        # Client-side switches only: psycopg2 sends nothing for them while readonly is DEFAULT
+        # (with readonly on, leaving autocommit would send a SET: a round trip, session state).
+        conn.readonly = None
+        conn.autocommit = True
+        self._alone = True
+        try:
+            self.execute(query, vars)
+        finally:
+            self._alone = False
+            if not conn.closed:
+                conn.autocommit = False
+                conn.readonly = True
+
     def execute(self, query: Any, vars: Any = None) -> None:
+        if self._alone:
+            return self._execute_alone(query, vars)
         preamble = self._pending()
         if preamble is None:
             return super().execute(query, vars)
@@ -138,6 +178,18 @@ class PreambleCursor(PlainCursor):
         # any parameter style and a literal % in either keep working.
         body = self.mogrify(query, vars) if vars is not None else _text(query, self)
         return super().execute(head + b";\n" + body)
+
+    def _execute_alone(self, query: Any, vars: Any) -> None:
+        binding = self.binding
+        head = _READ_ONLY
+        if binding is not None:
+            preamble = binding.take()
+            if preamble is None and binding.spent:
+                raise BindingSpent("the request's role binding was already cleared")
+            if preamble is not None:
+                head += binding.head(self, preamble) + b";\n"
+        body = self.mogrify(query, vars) if vars is not None else _text(query, self)
+        return super().execute(head + body)
 
     def executemany(self, query: Any, vars_list: Any) -> None:
         preamble = self._pending()
