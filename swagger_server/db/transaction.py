@@ -16,6 +16,11 @@ client. So:
   :func:`swagger_server.db.transaction_settings`); with auth, the role's settings, the role and
   the claims follow in the same ``SELECT`` (swagger_server/auth/request.py).
 
+A request's one read (a page, a row, ``GET /``) is a transaction of one message
+(:meth:`PreambleCursor.execute_alone`): ``SET TRANSACTION READ ONLY; preamble; statement``,
+which PostgreSQL runs as one implicit transaction: one round trip instead of three (``BEGIN``,
+the statement, the pool's ``ROLLBACK``), same guarantees.
+
 The connection's ``cursor_factory`` is a :class:`PreambleBinding`; its cursors
 (:class:`PreambleCursor`) add the preamble. Every checkout gets it (requests, exports, the
 catalog, health), since it is set on the connection itself, when opened and whenever it comes
