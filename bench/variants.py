@@ -10,7 +10,8 @@ PAGE = 1000
 
 # The gunicorn servers: app and BENCH_POOL (bench/variants_wsgi.py) for each.
 SERVERS: dict[str, tuple[str, str]] = {
-    # wsgi.py's app plus GET /bench/no-db (bench/variants_wsgi.py), the service's own pool.
+    # wsgi.py's app plus GET /bench/no-db and /bench/no-db-spec (bench/variants_wsgi.py), the
+    # service's own pool.
     "service": ("bench.variants_wsgi:application", "ours"),
     "connect": ("bench.variants_wsgi:application", "connect"),
     "seed": ("bench.variants_wsgi:application", "seed"),
@@ -36,7 +37,9 @@ VARIANTS: tuple[Variant, ...] = (
             rows=PAGE),
     Variant("rows_json_agg", f"pgbench: plain json_agg of {PAGE} rows", sql="json_agg", rows=PAGE),
     Variant("root", "GET / (select 1), our pool", "service", "/"),
-    Variant("no_db", "no database: a Flask view, same stack", "service", "/bench/no-db"),
+    Variant("no_db_spec", "no database: an operation in the spec, like GET /", "service",
+            "/bench/no-db-spec"),
+    Variant("no_db", "no database: a Flask view outside the spec", "service", "/bench/no-db"),
     Variant("live", "GET /health/live (on the event loop, before Flask)", "service",
             "/health/live"),
     Variant("connect", "GET /, new connection per request", "connect", "/"),
@@ -71,7 +74,12 @@ RATIOS: tuple[Ratio, ...] = (
     # Time per page, so the goal reads as the "within 1.15x".
     Ratio("time per page: generated statement / plain json_agg (pgbench)", "rows_json_agg",
           "rows_generated", "<= 1.15", maximum=1.15),
-    Ratio("GET / / no-database route (req/s)", "root", "no_db", ">= 0.85", minimum=0.85),
+    # The goal's reference: the same Connexion operation path (security, validation) as GET /,
+    # so the ratio is what the pool and the database add. Against the bare Flask view it also
+    # holds Connexion's per-operation work.
+    Ratio("GET / / no-database operation in the spec (req/s)", "root", "no_db_spec", ">= 0.85",
+          minimum=0.85),
+    Ratio("GET / / no-database Flask view outside the spec (req/s)", "root", "no_db"),
     Ratio("GET /: our pool / seed's pool", "root", "seed"),
     Ratio("GET /: our pool / new connection per request", "root", "connect"),
     Ratio("GET /: our pool / psycopg_pool", "root", "psycopg_pool"),

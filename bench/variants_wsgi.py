@@ -16,19 +16,26 @@ Used by bench/ (``gunicorn bench.variants_wsgi:application``), never in producti
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg2
+import yaml
 from flask import Response, jsonify
 from psycopg2.pool import ThreadedConnectionPool
 
-from swagger_server import db
+from swagger_server import config, db
+from swagger_server.app import SPEC_DIR, SPEC_FILE, create_app
 from swagger_server.config import Settings, load_settings
 
 NO_DB_PATH = "/bench/no-db"
+NO_DB_SPEC_PATH = "/bench/no-db-spec"
 
 
 class _Seed:
@@ -37,10 +44,10 @@ class _Seed:
                                             application_name=f"seed worker {os.getpid()}")
 
     def getconn(self, timeout: float | None = None) -> Any:
-        return self._pool.getconn()  # the seed waits for nothing: it raises when exhausted
+        return _Wrapped(self._pool.getconn())  # waits for nothing: raises when exhausted
 
-    def putconn(self, conn: Any) -> None:
-        self._pool.putconn(conn)  # closed unless fewer than minconn=1 are idle: the seed's cost
+    def putconn(self, wrapped: _Wrapped) -> None:
+        self._pool.putconn(wrapped.conn)  # closed unless fewer than minconn=1 are idle
 
 
 class _Connect:
@@ -48,10 +55,11 @@ class _Connect:
         self._dsn = settings.database.dsn
 
     def getconn(self, timeout: float | None = None) -> Any:
-        return psycopg2.connect(self._dsn, application_name=f"connect worker {os.getpid()}")
+        return _Wrapped(psycopg2.connect(self._dsn,
+                                         application_name=f"connect worker {os.getpid()}"))
 
-    def putconn(self, conn: Any) -> None:
-        conn.close()
+    def putconn(self, wrapped: _Wrapped) -> None:
+        wrapped.conn.close()
 
 
 class _Wrapped:
@@ -65,7 +73,28 @@ class _Wrapped:
         self.conn = conn
 
     def cursor(self) -> Any:
-        return self.conn.cursor()
+        return _Cursor(self.conn.cursor())
+
+
+class _Cursor:
+    """A reference pool's cursor as an app would use it: ``execute_alone`` (the service's
+    one-message transaction, swagger_server/db/transaction.py) is a plain ``execute`` in a
+    transaction (BEGIN, the statement, the ROLLBACK when the connection goes back)."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute_alone(self, query: Any, vars: Any = None) -> Any:
+        return self._cursor.execute(query, vars)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+    def __enter__(self) -> _Cursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cursor.close()
 
 
 class _PsycopgPool:
@@ -131,7 +160,27 @@ if _variant != "ours":
     if _variant not in POOLS:
         raise RuntimeError(f"BENCH_POOL={_variant!r}: one of ours, {', '.join(POOLS)}")
     db.get_pool = _variant_pool  # get_db() and close_db() look it up at call time
-from wsgi import application  # noqa: E402 (the service's app itself, whatever wsgi.py does)
+
+
+def _spec_with_reference() -> Path:
+    """swagger/swagger.yaml plus ``GET /bench/no-db-spec``: an operation like ``GET /`` (same
+    security, parameter validation, Connexion operation path) that touches no database, so that
+    GET / against it measures what the database adds, and only that. Written to a folder of
+    this process's own, removed at exit."""
+    spec = yaml.safe_load((SPEC_DIR / SPEC_FILE).read_text())
+    spec["paths"][NO_DB_SPEC_PATH] = {"get": {
+        "operationId": "bench.variants_wsgi.no_db",
+        "responses": {"200": {"description": "A constant.",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}},
+    }}
+    folder = Path(tempfile.mkdtemp(prefix="pgrest-bench-spec-"))
+    atexit.register(shutil.rmtree, folder, True)
+    (folder / SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False))
+    return folder
+
+
+# The service's app as wsgi.py makes it under gunicorn, from the spec plus the reference route.
+application = create_app(config.process_settings(), spec_dir=_spec_with_reference())
 
 # Not in the spec: Connexion passes the request on to Flask, unvalidated, like any unknown path.
 application.add_url_rule(NO_DB_PATH, "bench_no_db", no_db)
