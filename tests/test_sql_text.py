@@ -1,7 +1,8 @@
 """The data API's statements as text (swagger_server/data/sqltext.py): identifiers quoted exactly
-as libpq quotes them, odd names working end to end, and the cached value-free pieces (a column's
-or relation's quoted name, the row object of a column set, a cursor's fingerprint) never shared
-between relations, column sets, reloaded catalogs, orders or roles. Real PostgreSQL."""
+as libpq quotes them, odd names working end to end, and what is made once (a column's or
+relation's quoted name, per catalog object; a cursor's fingerprint, per relation, order and
+role) never shared between relations, column sets, reloaded catalogs, orders or roles. Real
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -143,8 +144,8 @@ def test_odd_names_export_as_csv_and_ndjson(client: TestClient) -> None:
 
 def test_two_relations_with_one_column_name_keep_their_own_row_object(
         client: TestClient) -> None:
-    """blobs_a.v is bytea (base64 in JSON), blobs_b.v text: the cached row object of one column
-    set is never the other's, whichever comes first."""
+    """blobs_a.v is bytea (base64 in JSON), blobs_b.v text: the row object of one is never the
+    other's, whichever comes first (a cache keyed on column names would fail this)."""
     for _ in range(2):
         assert client.get("/tables/blobs_b/rows").json()["data"] == [{"id": 1, "v": "plain"}]
         assert client.get("/tables/blobs_a/rows").json()["data"] == [{"id": 1, "v": "AQI="}]
@@ -158,8 +159,8 @@ def test_column_sets_in_another_order_keep_their_own_object(client: TestClient) 
 
 
 def test_a_reloaded_catalog_renders_a_changed_type_anew(dsn: str) -> None:
-    """swapped.v turns from text into bytea: after the reload its JSON is base64, not the text
-    the first catalog's cached object rendered."""
+    """swapped.v turns from text into bytea: after the reload its JSON is base64, not what the
+    first catalog's columns rendered (a cache keyed on the relation or names would fail this)."""
     with app_client(dsn) as client:
         assert client.get("/tables/swapped/rows").json()["data"] == [{"id": 1, "v": "\\x0102"}]
         with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:

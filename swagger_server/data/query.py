@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from psycopg2 import sql
@@ -414,10 +413,8 @@ def json_value(column: Column, alias: str = "x") -> sql.Composable:
     return sql.SQL(_json_value_text(column, alias))
 
 
-@lru_cache(maxsize=1024)
-def _plain_object(columns: tuple[Column, ...]) -> str:
-    """The row object of exactly these columns. Cached by value (a reloaded catalog's equal
-    columns give the same text); bounded, as the column sets ``select`` can ask for are many."""
+def _plain_object(columns: Sequence[Column]) -> str:
+    """The row object of exactly these columns."""
     return "CROSS JOIN LATERAL (SELECT " + ", ".join(
         _json_value_text(c) + " AS " + c.quoted for c in columns) + ") o"
 
@@ -428,7 +425,7 @@ def _json_object(columns: Sequence[Column], shape: Any = None,
     with a ``shape`` (embeds, aliases, JSON paths), of its items."""
     if shape is not None and params is not None:
         return ["CROSS JOIN LATERAL (SELECT ", shape.object_sql("x", params), ") o"]
-    return [_plain_object(tuple(columns))]
+    return [_plain_object(columns)]
 
 
 def page_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
