@@ -83,6 +83,19 @@ def test_quoted_names_select_what_they_name_in_postgresql(dsn: str) -> None:
         assert [d.name for d in cur.description] == NAMES
 
 
+def test_compose_keeps_text_and_composables_in_order(dsn: str) -> None:
+    with contextlib.closing(psycopg2.connect(dsn)) as conn:
+        mixed = compose(["SELECT ", "CAST(", sql.Placeholder("p0"), " AS integer)", " AS ",
+                         sql.Identifier("a b"), ", 2 AS ", quote_ident('c"d')])
+        assert mixed.as_string(conn) == 'SELECT CAST(%(p0)s AS integer) AS "a b", 2 AS "c""d"'
+        with conn.cursor() as cur:
+            cur.execute(mixed, {"p0": "7"})
+            assert cur.fetchone() == (7, 2)
+            assert [d.name for d in cur.description] == ["a b", 'c"d']
+        assert compose(["SELECT ", "1"]).as_string(conn) == "SELECT 1"
+        assert compose([]).as_string(conn) == ""
+
+
 # ------------------------------------------------------------------ odd names end to end
 
 

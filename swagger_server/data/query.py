@@ -87,10 +87,6 @@ class OrderTerm:
         """The sorted value in SQL: the column, or its JSON path (keys bound in ``params``)."""
         return filters.target_sql(self.column, self.path, params, alias)
 
-    def cast(self, value: str | None, params: _Params) -> sql.Composable:
-        """A cursor value as this term's type."""
-        return sql.SQL("CAST({} AS {})").format(params.add(value), sql.SQL(self.type))
-
 
 @dataclass
 class RowsQuery:
@@ -260,18 +256,9 @@ class _Params:
         self.values[name] = value
         return name
 
-    def cast(self, value: str | None, column: Column) -> sql.Composable:
-        return sql.SQL(self.cast_text(value, column.type))
-
     def cast_text(self, value: str | None, type_: str) -> str:
         """The value bound, cast to ``type_`` (as the catalog spells it)."""
         return f"CAST({self.slot(value)} AS {type_})"
-
-
-def _ident(name: str, alias: str | None = None) -> sql.Composable:
-    if alias is None:
-        return sql.SQL(quote_ident(name))
-    return sql.SQL(quote_ident(alias) + "." + quote_ident(name))
 
 
 def _relation(relation: Relation) -> sql.Composable:
@@ -313,9 +300,15 @@ def _equal_term(term: OrderTerm, value: str | None, params: _Params) -> list[Pie
     return [_expr(term, params), " = ", _cast(term, value, params)]
 
 
-def _keyset(order: Sequence[OrderTerm], values: Sequence[str | None],
-            params: _Params) -> list[Piece]:
-    """The pieces of :func:`keyset_sql`."""
+def keyset_sql(order: Sequence[OrderTerm], values: Sequence[str | None],
+               params: _Params) -> list[Piece]:
+    """The rows after ``values`` in ``order`` (each term ASC/DESC, NULLS FIRST/LAST).
+
+    All terms in one direction over NOT NULL columns: a row-value comparison, which an index on
+    those columns serves. Otherwise the expanded form ``k1 after v1 OR (k1 = v1 AND k2 after v2)
+    OR ...`` with NULL-aware terms, plus a redundant bound on the first column when it is NOT
+    NULL so an index on it still narrows the scan.
+    """
     directions = {t.desc for t in order}
     if len(directions) == 1 and not any(t.nullable for t in order) \
             and None not in values:
@@ -344,24 +337,12 @@ def _keyset(order: Sequence[OrderTerm], values: Sequence[str | None],
     return chain
 
 
-def keyset_sql(order: Sequence[OrderTerm], values: Sequence[str | None],
-               params: _Params) -> sql.Composable:
-    """The rows after ``values`` in ``order`` (each term ASC/DESC, NULLS FIRST/LAST).
-
-    All terms in one direction over NOT NULL columns: a row-value comparison, which an index on
-    those columns serves. Otherwise the expanded form ``k1 after v1 OR (k1 = v1 AND k2 after v2)
-    OR ...`` with NULL-aware terms, plus a redundant bound on the first column when it is NOT
-    NULL so an index on it still narrows the scan.
-    """
-    return compose(_keyset(order, values, params))
-
-
 def _where_pieces(q: RowsQuery, params: _Params, with_keyset: bool = True) -> list[Piece]:
     conditions: list[list[Piece]] = [[filter_sql(f, params)] for f in q.filters]
     if q.shape is not None:
         conditions += [[c] for c in q.shape.where_sql("r", params)]  # embeds' !inner
     if with_keyset and q.after is not None:
-        conditions.append(_keyset(q.order, q.after, params))
+        conditions.append(keyset_sql(q.order, q.after, params))
     if not conditions:
         return []
     return [" WHERE ", *sqltext.join(" AND ", conditions)]
@@ -586,7 +567,7 @@ def position_sql(q: RowsQuery, cap: int) -> tuple[sql.Composable, dict[str, Any]
     conditions: list[list[Piece]] = [[filter_sql(f, params)] for f in q.filters]
     if q.shape is not None:
         conditions += [[c] for c in q.shape.where_sql("r", params)]  # embeds' !inner
-    conditions.append(["(", *_keyset(q.order, q.after, params), ") IS NOT TRUE"])
+    conditions.append(["(", *keyset_sql(q.order, q.after, params), ") IS NOT TRUE"])
     statement = compose(["SELECT count(*) FROM (SELECT FROM ", q.relation.quoted, " r WHERE ",
                          *sqltext.join(" AND ", conditions), " LIMIT ", params.slot(cap),
                          ") c"])
