@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import logging
@@ -430,8 +431,10 @@ def _groups(relation: Relation, shape: embed.Shape | None) -> tuple[query.Group,
 def _select(catalog: Catalog, relation: Relation) -> tuple[embed.Shape | None, tuple[Any, ...]]:
     """``select``: a plain list of columns (shape None, parsed as always), or a shape with
     embeds, aliases or JSON paths."""
-    api = _settings().api
     text = request.args.get("select")
+    if text is None:  # all columns: the plain select, no shape to build
+        return None, relation.columns
+    api = _settings().api
     shape = embed.parse(catalog, relation, text, api.max_embed_depth, api.max_embeds,
                         aggregates=api.aggregates == "on", max_embed_rows=api.max_embed_rows)
     columns = tuple(i.column for i in shape.items
@@ -484,8 +487,17 @@ def _secret(settings: Settings) -> bytes:
 
 
 def _fingerprint(q: RowsQuery) -> str:
-    parts: list[object] = [q.relation.schema, q.relation.name, [t.spec() for t in q.order]]
-    role = request_auth.current_role()
+    return _order_fingerprint(q.relation.schema, q.relation.name, q.order,
+                              request_auth.current_role())
+
+
+@functools.lru_cache(maxsize=1024)
+def _order_fingerprint(schema: str, name: str, order: tuple[query.OrderTerm, ...],
+                       role: str | None) -> str:
+    """Computed once per relation, order and role: the key holds everything the fingerprint
+    hashes (an order term compares its column's name and type, direction, NULLS, path).
+    Bounded: orders on JSON paths are many."""
+    parts: list[object] = [schema, name, [t.spec() for t in order]]
     if role is not None:
         # What one role may page through is not another's: its cursor is refused for them.
         parts.append({"role": role})

@@ -28,8 +28,10 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from swagger_server.config import ApiSettings
+from swagger_server.data.sqltext import quote_ident
 from swagger_server.db.pool import Connection
 from swagger_server.ops import metrics
 
@@ -71,6 +73,12 @@ class Column:
     def is_datetime(self) -> bool:
         return self.base_type in _DATETIME_TYPES
 
+    @cached_property
+    def quoted(self) -> str:
+        """The name as a quoted SQL identifier, made once per catalog object (the data API's
+        statements name it on every request)."""
+        return quote_ident(self.name)
+
 
 @dataclass(frozen=True)
 class Relation:
@@ -94,6 +102,11 @@ class Relation:
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    @cached_property
+    def quoted(self) -> str:
+        """``"schema"."name"`` as SQL, made once per catalog object."""
+        return quote_ident(self.schema) + "." + quote_ident(self.name)
 
     def column(self, name: str) -> Column | None:
         return self.by_name.get(name)

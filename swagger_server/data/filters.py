@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from psycopg2 import sql
 
 from swagger_server.data.catalog import Column, Relation
+from swagger_server.data.sqltext import quote_ident
 from swagger_server.data.syntax import QueryError, check_text, column_of, split_list
 
 _COMPARISONS = {"eq": "=", "neq": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
@@ -168,8 +169,9 @@ def target_sql(column: Column, path: tuple[PathStep, ...], params: Params,
                alias: str | None = None) -> sql.Composable:
     """The column (qualified by ``alias`` if given), or the JSON value its path leads to; path
     keys are bound parameters cast to text or integer (the operator they select)."""
-    expr: sql.Composable = sql.Identifier(column.name) if alias is None else sql.SQL(
-        "{}.{}").format(sql.Identifier(alias), sql.Identifier(column.name))
+    # The column's quoted name made once per catalog object (no Identifier to render per use).
+    expr: sql.Composable = sql.SQL(
+        column.quoted if alias is None else quote_ident(alias) + "." + column.quoted)
     if not path:
         return expr
     if column.base_type == "json" and path[-1].arrow == "->":
@@ -378,7 +380,7 @@ def leaves(conditions: tuple[Condition, ...] | list[Condition],
 
 def _cast(params: Params, value: Any, type_name: str) -> sql.Composable:
     """A bound value cast to a type named by the catalog (or one of our constants)."""
-    return sql.SQL("CAST({} AS {})").format(params.add(value), sql.SQL(type_name))
+    return sql.Composed([sql.SQL("CAST("), params.add(value), sql.SQL(f" AS {type_name})")])
 
 
 def filter_sql(f: Condition, params: Params, alias: str | None = "r") -> sql.Composable:
@@ -395,9 +397,9 @@ def filter_sql(f: Condition, params: Params, alias: str | None = "r") -> sql.Com
 def _condition_sql(f: Filter, params: Params, alias: str | None) -> sql.Composable:
     target = target_sql(f.column, f.path, params, alias)
     kind = path_type(f.path, f.column)
-    if f.op in _COMPARISONS:
-        return sql.SQL("{} {} {}").format(target, sql.SQL(_COMPARISONS[f.op]),
-                                          _cast(params, f.values[0], kind))
+    if f.op in _COMPARISONS:  # the common filter: composed without a template to parse
+        return sql.Composed([target, sql.SQL(f" {_COMPARISONS[f.op]} "),
+                             _cast(params, f.values[0], kind)])
     if f.op == "isdistinct":
         return sql.SQL("{} IS DISTINCT FROM {}").format(target, _cast(params, f.values[0], kind))
     if f.op in _CONTAINMENT:

@@ -2,9 +2,12 @@
 
 Parsing turns ``select``, ``filter``, ``order`` and a cursor into :class:`RowsQuery`, naming
 columns only as catalog :class:`~swagger_server.data.catalog.Column` objects; anything else is a
-:class:`QueryError` (a 400). Building quotes identifiers with :class:`psycopg2.sql.Identifier`,
-writes types as the catalog spells them, and passes every value as a bound parameter cast with
-``CAST(%(pN)s AS <type>)`` so that PostgreSQL converts (and rejects) values by the column's type.
+:class:`QueryError` (a 400). Building names columns and relations by their quoted names from the
+catalog (quoted once per catalog object, exactly as :class:`psycopg2.sql.Identifier` quotes:
+:mod:`swagger_server.data.sqltext`), writes types as the catalog spells them, and passes every
+value as a bound parameter cast with ``CAST(%(pN)s AS <type>)`` so that PostgreSQL converts (and
+rejects) values by the column's type. Statements are text joined once (filters and embeds stay
+:mod:`psycopg2.sql` Composables), so rendering one on ``execute`` costs a string join.
 The filter grammar (``filter``, ``or``/``and`` groups, JSON paths) and its SQL live in
 :mod:`swagger_server.data.filters`; its entry points are re-exported here.
 
@@ -21,7 +24,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from swagger_server.data import filters
+from swagger_server.data import filters, sqltext
 from swagger_server.data.catalog import Column, Relation
 from swagger_server.data.filters import (  # noqa: F401 (the filter grammar's entry points)
     MAX_FILTERS,
@@ -35,6 +38,7 @@ from swagger_server.data.filters import (  # noqa: F401 (the filter grammar's en
     parse_filter,
     parse_group,
 )
+from swagger_server.data.sqltext import Piece, compose, quote_ident
 from swagger_server.data.syntax import (  # noqa: F401 (shared by the data API's modules)
     MAX_VALUE_CHARS,
     QueryError,
@@ -82,10 +86,6 @@ class OrderTerm:
     def expr(self, params: _Params, alias: str = "r") -> sql.Composable:
         """The sorted value in SQL: the column, or its JSON path (keys bound in ``params``)."""
         return filters.target_sql(self.column, self.path, params, alias)
-
-    def cast(self, value: str | None, params: _Params) -> sql.Composable:
-        """A cursor value as this term's type."""
-        return sql.SQL("CAST({} AS {})").format(params.add(value), sql.SQL(self.type))
 
 
 @dataclass
@@ -232,6 +232,10 @@ def _without_suffixes(item: str) -> str:
 
 
 # ------------------------------------------------------------------ building
+#
+# Statements are lists of pieces (swagger_server.data.sqltext): text for what is written here,
+# Composables for filters and embeds; each value is a bound parameter, added to ``params`` in
+# the order the pieces are built.
 
 
 class _Params:
@@ -241,44 +245,63 @@ class _Params:
         self.values: dict[str, Any] = {}
 
     def add(self, value: Any) -> sql.Placeholder:
+        return sql.Placeholder(self._name(value))
+
+    def slot(self, value: Any) -> str:
+        """As :meth:`add`, the placeholder as text."""
+        return f"%({self._name(value)})s"
+
+    def _name(self, value: Any) -> str:
         name = f"p{len(self.values)}"
         self.values[name] = value
-        return sql.Placeholder(name)
+        return name
 
-    def cast(self, value: str | None, column: Column) -> sql.Composable:
-        return sql.SQL("CAST({} AS {})").format(self.add(value), sql.SQL(column.type))
-
-
-def _ident(name: str, alias: str | None = None) -> sql.Composable:
-    if alias is None:
-        return sql.Identifier(name)
-    return sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
+    def cast_text(self, value: str | None, type_: str) -> str:
+        """The value bound, cast to ``type_`` (as the catalog spells it)."""
+        return f"CAST({self.slot(value)} AS {type_})"
 
 
 def _relation(relation: Relation) -> sql.Composable:
-    return sql.SQL("{}.{}").format(sql.Identifier(relation.schema), sql.Identifier(relation.name))
+    return sql.SQL(relation.quoted)
 
 
-def _after_term(term: OrderTerm, value: str | None, params: _Params) -> sql.Composable | None:
+def _qualified(column: Column, alias: str) -> str:
+    """``"alias"."column"``; the aliases are this module's own (r, x)."""
+    return quote_ident(alias) + "." + column.quoted
+
+
+def _expr(term: OrderTerm, params: _Params, alias: str = "r") -> Piece:
+    """The sorted value: the column as text, or its JSON path (keys bound in ``params``)."""
+    if not term.path:
+        return _qualified(term.column, alias)
+    return term.expr(params, alias)
+
+
+def _cast(term: OrderTerm, value: str | None, params: _Params) -> str:
+    """A cursor value as this term's type."""
+    return params.cast_text(value, term.type)
+
+
+def _after_term(term: OrderTerm, value: str | None, params: _Params) -> list[Piece] | None:
     """Rows strictly after ``value`` in this column's order; None when there are none."""
     if value is None:
         # NULLs first: every non-NULL comes after; NULLs last: nothing comes after a NULL.
-        return sql.SQL("{} IS NOT NULL").format(term.expr(params)) if term.nulls_first else None
-    op = sql.SQL("<" if term.desc else ">")
-    base = sql.SQL("{} {} {}").format(term.expr(params), op, term.cast(value, params))
+        return [_expr(term, params), " IS NOT NULL"] if term.nulls_first else None
+    op = " < " if term.desc else " > "
+    base = [_expr(term, params), op, _cast(term, value, params)]
     if term.nulls_first or not term.nullable:
         return base
-    return sql.SQL("({} OR {} IS NULL)").format(base, term.expr(params))
+    return ["(", *base, " OR ", _expr(term, params), " IS NULL)"]
 
 
-def _equal_term(term: OrderTerm, value: str | None, params: _Params) -> sql.Composable:
+def _equal_term(term: OrderTerm, value: str | None, params: _Params) -> list[Piece]:
     if value is None:
-        return sql.SQL("{} IS NULL").format(term.expr(params))
-    return sql.SQL("{} = {}").format(term.expr(params), term.cast(value, params))
+        return [_expr(term, params), " IS NULL"]
+    return [_expr(term, params), " = ", _cast(term, value, params)]
 
 
 def keyset_sql(order: Sequence[OrderTerm], values: Sequence[str | None],
-               params: _Params) -> sql.Composable:
+               params: _Params) -> list[Piece]:
     """The rows after ``values`` in ``order`` (each term ASC/DESC, NULLS FIRST/LAST).
 
     All terms in one direction over NOT NULL columns: a row-value comparison, which an index on
@@ -289,55 +312,57 @@ def keyset_sql(order: Sequence[OrderTerm], values: Sequence[str | None],
     directions = {t.desc for t in order}
     if len(directions) == 1 and not any(t.nullable for t in order) \
             and None not in values:
-        left = sql.SQL(", ").join(t.expr(params) for t in order)
-        right = sql.SQL(", ").join(t.cast(v, params) for t, v in zip(order, values,
-                                                                         strict=True))
-        op = sql.SQL("<" if order[0].desc else ">")
+        left = sqltext.join(", ", ([_expr(t, params)] for t in order))
+        right = sqltext.join(", ", ([_cast(t, v, params)] for t, v in zip(order, values,
+                                                                           strict=True)))
+        op = " < " if order[0].desc else " > "
         if len(order) == 1:
-            return sql.SQL("{} {} {}").format(left, op, right)
-        return sql.SQL("({}) {} ({})").format(left, op, right)
-    branches: list[sql.Composable] = []
+            return [*left, op, *right]
+        return ["(", *left, ")", op, "(", *right, ")"]
+    branches: list[list[Piece]] = []
     for i, term in enumerate(order):
         after = _after_term(term, values[i], params)
         if after is None:
             continue
         equals = [_equal_term(order[j], values[j], params) for j in range(i)]
-        branches.append(sql.SQL(" AND ").join([*equals, after]) if equals else after)
+        branches.append(sqltext.join(" AND ", [*equals, after]))
     if not branches:
-        return sql.SQL("false")
-    chain = sql.SQL("({})").format(sql.SQL(" OR ").join(
-        sql.SQL("({})").format(b) for b in branches))
+        return ["false"]
+    chain = ["(", *sqltext.join(" OR ", (["(", *b, ")"] for b in branches)), ")"]
     first, first_value = order[0], values[0]
     if not first.nullable and first_value is not None:
-        bound = sql.SQL("{} {} {}").format(
-            first.expr(params), sql.SQL("<=" if first.desc else ">="),
-            first.cast(first_value, params))
-        return sql.SQL("{} AND {}").format(bound, chain)
+        bound = [_expr(first, params), " <= " if first.desc else " >= ",
+                 _cast(first, first_value, params)]
+        return [*bound, " AND ", *chain]
     return chain
 
 
-def _where(q: RowsQuery, params: _Params, with_keyset: bool = True) -> sql.Composable:
-    conditions = [filter_sql(f, params) for f in q.filters]
+def _where_pieces(q: RowsQuery, params: _Params, with_keyset: bool = True) -> list[Piece]:
+    conditions: list[list[Piece]] = [[filter_sql(f, params)] for f in q.filters]
     if q.shape is not None:
-        conditions += q.shape.where_sql("r", params)  # embeds' !inner
+        conditions += [[c] for c in q.shape.where_sql("r", params)]  # embeds' !inner
     if with_keyset and q.after is not None:
         conditions.append(keyset_sql(q.order, q.after, params))
     if not conditions:
-        return sql.SQL("")
-    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions)
+        return []
+    return [" WHERE ", *sqltext.join(" AND ", conditions)]
+
+
+def _where(q: RowsQuery, params: _Params, with_keyset: bool = True) -> sql.Composable:
+    return compose(_where_pieces(q, params, with_keyset))
+
+
+def _order_pieces(order: Sequence[OrderTerm], params: _Params) -> list[Piece]:
+    if not order:
+        return []
+    return [" ORDER BY ", *sqltext.join(", ", (
+        [_expr(t, params), (" DESC" if t.desc else "")
+         + (" NULLS FIRST" if t.nulls_first else " NULLS LAST")]
+        for t in order))]
 
 
 def _order_by(order: Sequence[OrderTerm], params: _Params) -> sql.Composable:
-    if not order:
-        return sql.SQL("")
-    return sql.SQL(" ORDER BY ") + sql.SQL(", ").join(
-        sql.SQL("{}{}{}").format(
-            t.expr(params),
-            sql.SQL(" DESC" if t.desc else ""),
-            sql.SQL(" NULLS FIRST" if t.nulls_first else " NULLS LAST"),
-        )
-        for t in order
-    )
+    return compose(_order_pieces(order, params))
 
 
 def _needed(q: RowsQuery) -> list[Column]:
@@ -348,31 +373,43 @@ def _needed(q: RowsQuery) -> list[Column]:
     return needed
 
 
-def _inner(q: RowsQuery, params: _Params, limit: int) -> sql.Composable:
+def _columns_text(columns: Sequence[Column]) -> str:
+    return ", ".join('"r".' + c.quoted for c in columns)
+
+
+def _inner(q: RowsQuery, params: _Params, limit: int) -> list[Piece]:
     """The page's rows (needed columns only), filtered, after the cursor, ordered, limited."""
-    cols = sql.SQL(", ").join(_ident(c.name, "r") for c in _needed(q))
-    tail = sql.SQL(" LIMIT {}").format(params.add(limit))
+    tail = " LIMIT " + params.slot(limit)
     if q.offset:
-        tail += sql.SQL(" OFFSET {}").format(params.add(q.offset))
-    return sql.SQL("SELECT {} FROM {} r{}{}{}").format(
-        cols, _relation(q.relation), _where(q, params), _order_by(q.order, params), tail)
+        tail += " OFFSET " + params.slot(q.offset)
+    return ["SELECT ", _columns_text(_needed(q)), " FROM ", q.relation.quoted, " r",
+            *_where_pieces(q, params), *_order_pieces(q.order, params), tail]
 
 
-def json_value(column: Column, alias: str = "x") -> sql.Composable:
-    col = _ident(column.name, alias)
+def _json_value_text(column: Column, alias: str = "x") -> str:
+    col = _qualified(column, alias)
     if column.is_bytea:
-        return sql.SQL("translate(encode({}, 'base64'), E'\\n', '')").format(col)
+        return f"translate(encode({col}, 'base64'), E'\\n', '')"
     return col
 
 
+def json_value(column: Column, alias: str = "x") -> sql.Composable:
+    return sql.SQL(_json_value_text(column, alias))
+
+
+def _plain_object(columns: Sequence[Column]) -> str:
+    """The row object of exactly these columns."""
+    return "CROSS JOIN LATERAL (SELECT " + ", ".join(
+        _json_value_text(c) + " AS " + c.quoted for c in columns) + ") o"
+
+
 def _json_object(columns: Sequence[Column], shape: Any = None,
-                 params: _Params | None = None) -> sql.Composable:
+                 params: _Params | None = None) -> list[Piece]:
     """``row_to_json`` of exactly the selected columns, in their order and with their names;
     with a ``shape`` (embeds, aliases, JSON paths), of its items."""
     if shape is not None and params is not None:
-        return sql.SQL("CROSS JOIN LATERAL (SELECT {}) o").format(shape.object_sql("x", params))
-    return sql.SQL("CROSS JOIN LATERAL (SELECT {}) o").format(sql.SQL(", ").join(
-        sql.SQL("{} AS {}").format(json_value(c), sql.Identifier(c.name)) for c in columns))
+        return ["CROSS JOIN LATERAL (SELECT ", shape.object_sql("x", params), ") o"]
+    return [_plain_object(columns)]
 
 
 def page_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
@@ -385,25 +422,25 @@ def page_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
     """
     params = _Params()
     inner = _inner(q, params, q.limit + 1)
-    limit = params.add(q.limit)
+    limit = params.slot(q.limit)
     taken = {c.name for c in _needed(q)}
     number = "n"
     while number in taken:  # beside the page's columns, under a name none of them has
         number += "_"
-    n = sql.Identifier("x", number)
+    n = '"x".' + quote_ident(number)
+    key: list[Piece]
     if q.unique:
-        key = sql.SQL("min(ARRAY[{}]) FILTER (WHERE {n} = {limit})").format(
-            sql.SQL(", ").join(sql.SQL("({})::text").format(t.expr(params, "x"))
-                               for t in q.order), n=n, limit=limit)
+        key = ["min(ARRAY[", *sqltext.join(", ", (["(", _expr(t, params, "x"), ")::text"]
+                                                  for t in q.order)),
+               f"]) FILTER (WHERE {n} = {limit})"]
     else:
-        key = sql.SQL("NULL::text[]")
-    statement = sql.SQL(
-        "SELECT coalesce(json_agg(row_to_json(o.*)) FILTER (WHERE {n} <= {limit}), '[]')::text, "
-        "count(*), {key} "
-        "FROM (SELECT s.*, row_number() OVER () AS {number} FROM ({inner}) s) x {obj}"
-    ).format(n=n, limit=limit, key=key, number=sql.Identifier(number), inner=inner,
-             obj=_json_object(q.columns, q.shape, params))
-    return statement, params.values
+        key = ["NULL::text[]"]
+    statement = [
+        f"SELECT coalesce(json_agg(row_to_json(o.*)) FILTER (WHERE {n} <= {limit}), '[]')::text, "
+        "count(*), ", *key,
+        " FROM (SELECT s.*, row_number() OVER () AS ", quote_ident(number), " FROM (", *inner,
+        ") s) x ", *_json_object(q.columns, q.shape, params)]
+    return compose(statement), params.values
 
 
 def count_sql(q: RowsQuery, timeout_ms: int) -> tuple[sql.Composable, dict[str, Any]]:
@@ -415,20 +452,21 @@ def count_sql(q: RowsQuery, timeout_ms: int) -> tuple[sql.Composable, dict[str, 
     preamble; pg_settings gives it in ms, 0 = none) wins when smaller.
     """
     params = _Params()
-    statement = sql.SQL(
+    limit = sql.Literal(int(timeout_ms))
+    statement = compose([
         "SELECT set_config('statement_timeout', (SELECT CASE WHEN s.setting::bigint = 0 "
-        "THEN {limit} ELSE least({limit}, s.setting::bigint) END FROM pg_catalog.pg_settings s "
-        "WHERE s.name = 'statement_timeout')::text, true); SELECT count(*) FROM {rel} r{where}"
-    ).format(limit=sql.Literal(int(timeout_ms)), rel=_relation(q.relation),
-             where=_where(q, params, with_keyset=False))
+        "THEN ", limit, " ELSE least(", limit, ", s.setting::bigint) END FROM "
+        "pg_catalog.pg_settings s WHERE s.name = 'statement_timeout')::text, true); "
+        "SELECT count(*) FROM ", q.relation.quoted, " r",
+        *_where_pieces(q, params, with_keyset=False)])
     return statement, params.values
 
 
 def estimate_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
     """``EXPLAIN`` of the filtered relation: the planner's row estimate (``count=estimated``)."""
     params = _Params()
-    statement = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} r{}").format(
-        _relation(q.relation), _where(q, params, with_keyset=False))
+    statement = compose(["EXPLAIN (FORMAT JSON) SELECT 1 FROM ", q.relation.quoted, " r",
+                         *_where_pieces(q, params, with_keyset=False)])
     return statement, params.values
 
 
@@ -440,26 +478,30 @@ def ndjson_sql(q: RowsQuery, limit: int) -> tuple[sql.Composable, dict[str, Any]
     escaped), so turning them into spaces keeps the value and one row on one line.
     """
     params = _Params()
-    statement = sql.SQL(
-        "SELECT translate(row_to_json(o.*)::text, E'\\n\\r', '  ') FROM ({}) x {}"
-    ).format(_inner(q, params, limit), _json_object(q.columns, q.shape, params))
+    inner = _inner(q, params, limit)
+    statement = compose(["SELECT translate(row_to_json(o.*)::text, E'\\n\\r', '  ') FROM (",
+                         *inner, ") x ", *_json_object(q.columns, q.shape, params)])
     return statement, params.values
 
 
-def _csv_cell(column: Column, alias: str = "x") -> sql.Composable:
-    col = _ident(column.name, alias)
+def _csv_cell_text(column: Column, alias: str = "x") -> str:
+    col = _qualified(column, alias)
     if column.is_bytea:
-        text = json_value(column)
+        text = _json_value_text(column)
     elif column.is_datetime:
-        text = sql.SQL("(to_json({}) #>> '{{}}')").format(col)  # ISO 8601, as in JSON
+        text = f"(to_json({col}) #>> '{{}}')"  # ISO 8601, as in JSON
     elif column.is_array or column.base_type in ("json", "jsonb"):
-        text = sql.SQL("to_json({})::text").format(col)
+        text = f"to_json({col})::text"
     else:
-        text = sql.SQL("{}::text").format(col)
+        text = f"{col}::text"
     if column.plain_csv:  # numbers, booleans, ISO dates, uuids: never a comma, quote or newline
-        return sql.SQL("coalesce({}, '')").format(text)
+        return f"coalesce({text}, '')"
     # NULL is an empty cell; any other value is quoted (so '' and NULL differ, as in COPY).
-    return sql.SQL("""coalesce('"' || replace({}, '"', '""') || '"', '')""").format(text)
+    return f"""coalesce('"' || replace({text}, '"', '""') || '"', '')"""
+
+
+def _csv_cell(column: Column, alias: str = "x") -> sql.Composable:
+    return sql.SQL(_csv_cell_text(column, alias))
 
 
 def csv_sql(q: RowsQuery, limit: int) -> tuple[sql.Composable, dict[str, Any]]:
@@ -468,12 +510,12 @@ def csv_sql(q: RowsQuery, limit: int) -> tuple[sql.Composable, dict[str, Any]]:
     A relation without columns gives an empty line per row (as ``COPY ... CSV`` does).
     """
     params = _Params()
+    line: Piece
     if q.shape is not None:
         line = q.shape.csv_sql("x", params)
     else:
-        line = sql.SQL(" || ',' || ").join(_csv_cell(c) for c in q.columns) if q.columns \
-            else sql.SQL("''")
-    statement = sql.SQL("SELECT {} FROM ({}) x").format(line, _inner(q, params, limit))
+        line = " || ',' || ".join(_csv_cell_text(c) for c in q.columns) if q.columns else "''"
+    statement = compose(["SELECT ", line, " FROM (", *_inner(q, params, limit), ") x"])
     return statement, params.values
 
 
@@ -502,15 +544,15 @@ def row_sql(relation: Relation, columns: Sequence[Column],
     params = _Params()
     if shape is not None:
         columns = shape.columns()
-    conditions = sql.SQL(" AND ").join(
-        sql.SQL("{} = {}").format(_ident(name, "r"), params.cast(value, relation.by_name[name]))
-        for name, value in zip(relation.primary_key, key, strict=True))
+    conditions: list[list[Piece]] = [
+        ['"r".' + quote_ident(name) + " = " + params.cast_text(value, relation.by_name[name].type)]
+        for name, value in zip(relation.primary_key, key, strict=True)]
     if shape is not None:  # !inner embeds: the row only when they have a row
-        conditions = sql.SQL(" AND ").join([conditions, *shape.where_sql("r", params)])
-    inner = sql.SQL("SELECT {} FROM {} r WHERE {}").format(
-        sql.SQL(", ").join(_ident(c.name, "r") for c in columns), _relation(relation), conditions)
-    statement = sql.SQL("SELECT row_to_json(o.*)::text FROM ({}) x {}").format(
-        inner, _json_object(columns, shape, params))
+        conditions += [[c] for c in shape.where_sql("r", params)]
+    statement = compose([
+        "SELECT row_to_json(o.*)::text FROM (SELECT ", _columns_text(columns), " FROM ",
+        relation.quoted, " r WHERE ", *sqltext.join(" AND ", conditions), ") x ",
+        *_json_object(columns, shape, params)])
     return statement, params.values
 
 
@@ -522,12 +564,13 @@ def position_sql(q: RowsQuery, cap: int) -> tuple[sql.Composable, dict[str, Any]
     if q.after is None:
         raise ValueError("position_sql needs a keyset position")
     params = _Params()
-    conditions = [filter_sql(f, params) for f in q.filters]
+    conditions: list[list[Piece]] = [[filter_sql(f, params)] for f in q.filters]
     if q.shape is not None:
-        conditions += q.shape.where_sql("r", params)  # embeds' !inner
-    conditions.append(sql.SQL("({}) IS NOT TRUE").format(keyset_sql(q.order, q.after, params)))
-    statement = sql.SQL("SELECT count(*) FROM (SELECT FROM {} r WHERE {} LIMIT {}) c").format(
-        _relation(q.relation), sql.SQL(" AND ").join(conditions), params.add(cap))
+        conditions += [[c] for c in q.shape.where_sql("r", params)]  # embeds' !inner
+    conditions.append(["(", *keyset_sql(q.order, q.after, params), ") IS NOT TRUE"])
+    statement = compose(["SELECT count(*) FROM (SELECT FROM ", q.relation.quoted, " r WHERE ",
+                         *sqltext.join(" AND ", conditions), " LIMIT ", params.slot(cap),
+                         ") c"])
     return statement, params.values
 
 

@@ -1,0 +1,215 @@
+"""The data API's statements as text (swagger_server/data/sqltext.py): identifiers quoted exactly
+as libpq quotes them, odd names working end to end, and what is made once (a column's or
+relation's quoted name, per catalog object; a cursor's fingerprint, per relation, order and
+role) never shared between relations, column sets, reloaded catalogs, orders or roles. Real
+PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+from starlette.testclient import TestClient
+
+from swagger_server.controllers import tables_controller
+from swagger_server.data import cursors, query
+from swagger_server.data.catalog import CACHE, Column, Relation
+from swagger_server.data.filters import PathStep
+from swagger_server.data.sqltext import compose, quote_ident
+from tests.conftest import app_client
+from tests.pg import TestDatabase, seeded_database
+
+ODD_SCHEMA = 'Odd "Schema" ü'
+ODD_TABLE = 'Tab le "Q" {x} é'
+SCHEMA = """
+CREATE SCHEMA "Odd ""Schema"" ü";
+CREATE TABLE "Odd ""Schema"" ü"."Tab le ""Q"" {x} é" (
+    "Id" integer PRIMARY KEY, "we""ird col" text, "ünï cödé" text, "a b {c}" integer,
+    "UPPER" bytea);
+INSERT INTO "Odd ""Schema"" ü"."Tab le ""Q"" {x} é"
+SELECT i, 'w' || i, 'ü' || i, i % 3, decode(lpad(to_hex(i), 2, '0'), 'hex')
+FROM generate_series(1, 7) i;
+CREATE TABLE blobs_a (id integer PRIMARY KEY, v bytea);
+CREATE TABLE blobs_b (id integer PRIMARY KEY, v text);
+CREATE TABLE swapped (id integer PRIMARY KEY, v text);
+INSERT INTO blobs_a VALUES (1, '\\x0102'::bytea);
+INSERT INTO blobs_b VALUES (1, 'plain');
+INSERT INTO swapped VALUES (1, '\\x0102');
+"""
+
+NAMES = ["plain", "UPPER", "we\"ird", '"', '""x""', "with space", " padded ", "ünï cödé",
+         "{braces}", "a.b", "semi;colon", "back\\slash", "it's", "日本語"]
+
+
+@pytest.fixture(scope="module")
+def dsn(database: TestDatabase) -> str:
+    return seeded_database(database, "sqltext", SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def client(dsn: str) -> Iterator[TestClient]:
+    with app_client(dsn, api={"schemas": ("public", ODD_SCHEMA)}) as client:
+        yield client
+
+
+def _column(name: str, base_type: str = "int4", type_: str = "integer") -> Column:
+    return Column(name=name, type=type_, display_type=type_, nullable=False,
+                  base_type=base_type, is_array=False)
+
+
+# ------------------------------------------------------------------ quoting
+
+
+def test_identifiers_are_quoted_exactly_as_libpq_quotes_them(dsn: str) -> None:
+    with contextlib.closing(psycopg2.connect(dsn)) as conn:
+        for name in NAMES:
+            assert quote_ident(name) == sql.Identifier(name).as_string(conn), name
+            assert _column(name).quoted == sql.Identifier(name).as_string(conn)
+            relation = Relation(schema=name, name=name + "t", kind="table", oid=1,
+                                primary_key=(), columns=(), estimated_rows=None)
+            assert relation.quoted == sql.Identifier(name, name + "t").as_string(conn)
+
+
+def test_quoted_names_select_what_they_name_in_postgresql(dsn: str) -> None:
+    """Each quoted name is the identifier it came from (PostgreSQL gives the column's name)."""
+    with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+        statement = compose(["SELECT ", ", ".join(f"1 AS {quote_ident(n)}" for n in NAMES)])
+        cur.execute(statement)
+        assert [d.name for d in cur.description] == NAMES
+
+
+def test_compose_keeps_text_and_composables_in_order(dsn: str) -> None:
+    with contextlib.closing(psycopg2.connect(dsn)) as conn:
+        mixed = compose(["SELECT ", "CAST(", sql.Placeholder("p0"), " AS integer)", " AS ",
+                         sql.Identifier("a b"), ", 2 AS ", quote_ident('c"d')])
+        assert mixed.as_string(conn) == 'SELECT CAST(%(p0)s AS integer) AS "a b", 2 AS "c""d"'
+        with conn.cursor() as cur:
+            cur.execute(mixed, {"p0": "7"})
+            assert cur.fetchone() == (7, 2)
+            assert [d.name for d in cur.description] == ["a b", 'c"d']
+        assert compose(["SELECT ", "1"]).as_string(conn) == "SELECT 1"
+        assert compose([]).as_string(conn) == ""
+
+
+# ------------------------------------------------------------------ odd names end to end
+
+
+def _odd_rows(client: TestClient, **params: Any) -> Any:
+    r = client.get(f"/tables/{quote(ODD_TABLE)}/rows", params=params)
+    assert r.status_code == 200, r.text
+    return r
+
+
+def test_odd_names_page_by_cursor_and_filter(client: TestClient) -> None:
+    rows, params = [], {"limit": "3", "order": '"we""ird col".desc',
+                        "filter": "a b {c}.gt.0"}
+    while True:
+        body = _odd_rows(client, **params).json()
+        rows += body["data"]
+        if body["next_cursor"] is None:
+            break
+        params["cursor"] = body["next_cursor"]
+    wanted = sorted((i for i in range(1, 8) if i % 3 > 0), key=lambda i: f"w{i}", reverse=True)
+    assert [r["Id"] for r in rows] == wanted
+    assert rows[0] == {"Id": wanted[0], 'we"ird col': f"w{wanted[0]}",
+                       "ünï cödé": f"ü{wanted[0]}", "a b {c}": wanted[0] % 3,
+                       "UPPER": _base64_byte(wanted[0])}
+
+
+def _base64_byte(i: int) -> str:
+    import base64
+    return base64.b64encode(bytes([i])).decode()
+
+
+def test_odd_names_select_count_and_row_by_key(client: TestClient) -> None:
+    r = _odd_rows(client, select='"ünï cödé","UPPER",Id', count="exact", order="Id.desc")
+    body = r.json()
+    assert body["total"] == 7
+    assert list(body["data"][0]) == ["ünï cödé", "UPPER", "Id"]
+    assert body["data"][0] == {"ünï cödé": "ü7", "UPPER": _base64_byte(7), "Id": 7}
+    assert _odd_rows(client, count="estimated").json()["total"] >= 0
+    one = client.get(f"/tables/{quote(ODD_TABLE)}/rows/5")
+    assert one.status_code == 200, one.text
+    assert one.json()["we\"ird col"] == "w5"
+
+
+def test_odd_names_export_as_csv_and_ndjson(client: TestClient) -> None:
+    csv = client.get(f"/tables/{quote(ODD_TABLE)}/rows", headers={"Accept": "text/csv"},
+                     params={"order": "Id", "filter": "Id.lte.2"})
+    assert csv.status_code == 200, csv.text
+    assert csv.text.splitlines() == [
+        'Id,"we""ird col",ünï cödé,a b {c},UPPER',
+        f'1,"w1","ü1",1,"{_base64_byte(1)}"', f'2,"w2","ü2",2,"{_base64_byte(2)}"']
+    nd = client.get(f"/tables/{quote(ODD_TABLE)}/rows",
+                    headers={"Accept": "application/x-ndjson"}, params={"select": "Id,UPPER"})
+    assert nd.status_code == 200, nd.text
+    assert len(nd.text.splitlines()) == 7
+    assert nd.text.splitlines()[0] == f'{{"Id":1,"UPPER":"{_base64_byte(1)}"}}'
+
+
+# ------------------------------------------------------------------ caches keyed right
+
+
+def test_two_relations_with_one_column_name_keep_their_own_row_object(
+        client: TestClient) -> None:
+    """blobs_a.v is bytea (base64 in JSON), blobs_b.v text: the row object of one is never the
+    other's, whichever comes first (a cache keyed on column names would fail this)."""
+    for _ in range(2):
+        assert client.get("/tables/blobs_b/rows").json()["data"] == [{"id": 1, "v": "plain"}]
+        assert client.get("/tables/blobs_a/rows").json()["data"] == [{"id": 1, "v": "AQI="}]
+
+
+def test_column_sets_in_another_order_keep_their_own_object(client: TestClient) -> None:
+    for select, keys in (("id,v", ["id", "v"]), ("v,id", ["v", "id"]), ("v", ["v"])):
+        r = client.get("/tables/blobs_a/rows", params={"select": select})
+        assert list(r.json()["data"][0]) == keys
+    assert client.get("/tables/blobs_a/rows/1", params={"select": "v"}).json() == {"v": "AQI="}
+
+
+def test_a_reloaded_catalog_renders_a_changed_type_anew(dsn: str) -> None:
+    """swapped.v turns from text into bytea: after the reload its JSON is base64, not what the
+    first catalog's columns rendered (a cache keyed on the relation or names would fail this)."""
+    with app_client(dsn) as client:
+        assert client.get("/tables/swapped/rows").json()["data"] == [{"id": 1, "v": "\\x0102"}]
+        with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+            conn.autocommit = True
+            cur.execute("ALTER TABLE swapped ALTER COLUMN v TYPE bytea USING v::bytea")
+        try:
+            CACHE.invalidate()
+            assert client.get("/tables/swapped/rows").json()["data"] == [{"id": 1, "v": "AQI="}]
+        finally:
+            with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+                conn.autocommit = True
+                cur.execute("ALTER TABLE swapped ALTER COLUMN v TYPE text "
+                            "USING encode(v, 'escape')")
+            CACHE.invalidate()
+
+
+def test_the_cached_fingerprint_is_the_computed_one_for_every_key_part() -> None:
+    """Keys differing in one part only (relation, column type, direction, NULLS, JSON path,
+    role) get different fingerprints, each the one computed without a cache."""
+    jb = Column(name="j", type="jsonb", display_type="jsonb", nullable=True, base_type="jsonb",
+                is_array=False)
+    int4, int8 = _column("id"), _column("id", "int8", "bigint")
+    orders = [
+        (query.OrderTerm(int4),), (query.OrderTerm(int8),), (query.OrderTerm(int4, desc=True),),
+        (query.OrderTerm(int4, nulls_first=True),),
+        (query.OrderTerm(jb, path=(PathStep("->", 1),)), query.OrderTerm(int4)),
+        (query.OrderTerm(jb, path=(PathStep("->", "1"),)), query.OrderTerm(int4)),
+    ]
+    keys = [("public", t, o, role) for t in ("a", "b") for o in orders for role in (None, "r")]
+    seen = {}
+    for _ in range(2):
+        for schema, name, order, role in keys:
+            parts: list[object] = [schema, name, [t.spec() for t in order]]
+            if role is not None:
+                parts.append({"role": role})
+            got = tables_controller._order_fingerprint(schema, name, order, role)
+            assert got == cursors.fingerprint(parts)
+            seen[(schema, name, order, role)] = got
+    assert len(set(seen.values())) == len(keys)
