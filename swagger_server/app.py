@@ -15,7 +15,7 @@ from swagger_server.auth.keyset import KeyFileError
 from swagger_server.auth.spec import SPEC_SECURITY_MAP
 from swagger_server.config import PROJECT_ROOT, Settings, load_settings
 from swagger_server.ops import access_log, metrics
-from swagger_server.web import served_spec
+from swagger_server.web import served_spec, views
 from swagger_server.web.admission import AdmissionControl, ArrivalStamp
 from swagger_server.web.cors import ProblemCORSMiddleware
 from swagger_server.web.json_provider import ExactJSONProvider, jsonifier
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
     app.add_middleware(AdmissionControl, position=MiddlewarePosition.BEFORE_CONTEXT,
                        acquire_timeout=settings.pool.acquire_timeout)
     _build_now(app)
+    views.decorate_once(app.app)  # Connexion's decorators built once, not per request
     return app
 
 
