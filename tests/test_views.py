@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from swagger_server.app import SPEC_DIR, SPEC_FILE, create_app
 from swagger_server.ops.metrics import spec_routes
+from swagger_server.web import views
 from tests.conftest import make_settings
 from tests.pg import TestDatabase
 
@@ -37,3 +38,57 @@ def test_requests_do_not_decorate_their_handler_again(
     r = client.get("/tables/nosuchtable/rows", params={"limit": 2, "select": "a"})
     assert r.status_code == 404, r.text
     assert inspected == []
+
+
+# A small API of its own: an operation with a request body, one without that takes **kwargs.
+SPEC = {
+    "openapi": "3.0.3", "info": {"title": "t", "version": "1"},
+    "paths": {
+        "/echo/{n}": {"post": {
+            "operationId": "tests.test_views.echo",
+            "parameters": [{"name": "n", "in": "path", "required": True,
+                            "schema": {"type": "integer"}},
+                           {"name": "q", "in": "query", "schema": {"type": "string",
+                                                                  "default": "d"}}],
+            "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {"200": {"description": "ok"}}}},
+        "/kw": {"get": {
+            "operationId": "tests.test_views.keywords",
+            "parameters": [{"name": "a-b", "in": "query", "schema": {"type": "integer"}}],
+            "responses": {"200": {"description": "ok"}}}},
+    },
+}
+
+
+def echo(n: int, body: dict[str, Any], q: str) -> dict[str, Any]:
+    return {"n": n, "body": body, "q": q}
+
+
+def keywords(**kwargs: Any) -> dict[str, Any]:
+    return {k: v if isinstance(v, int | str) else repr(v) for k, v in kwargs.items()}
+
+
+@pytest.fixture(scope="module")
+def small_api() -> TestClient:
+    import connexion
+
+    app = connexion.FlaskApp(__name__)
+    app.add_api(SPEC)
+    app.middleware.app, app.middleware.middleware_stack = app.middleware._build_middleware_stack()
+    assert views.decorate_once(app.app) == 2
+    return app.test_client()
+
+
+def test_a_defined_body_path_and_query_arguments_still_reach_the_handler(
+        small_api: TestClient) -> None:
+    r = small_api.post("/echo/7?q=x", json={"a": [1]})
+    assert r.json() == {"n": 7, "body": {"a": [1]}, "q": "x"}
+    assert small_api.post("/echo/8", json={}).json() == {"n": 8, "body": {}, "q": "d"}
+
+
+def test_a_handler_taking_kwargs_gets_the_sanitized_parameters_and_no_body(
+        small_api: TestClient) -> None:
+    assert small_api.get("/kw", params={"a-b": 3}).json() == {"ab": 3}
+    r = small_api.request("GET", "/kw", content=b'{"x": 1}',
+                          headers={"Content-Type": "application/json"})
+    assert r.json() == {}  # no requestBody in the spec: no body argument, as with Connexion
