@@ -87,3 +87,69 @@ def test_interleaved_requests_on_the_spec_each_get_their_own_checks(client: Test
         r = client.get("/tables/nosuchtable/rows", params={"offset": -1})
         assert r.json()["invalid-params"] == [
             {"name": "offset", "reason": "must be at least 0, got -1"}]
+
+
+# --------------------------------------------- the validation middleware: lean without a body
+
+SPEC = {
+    "openapi": "3.0.3", "info": {"title": "t", "version": "1"},
+    "paths": {
+        "/things": {
+            "post": {
+                "operationId": "tests.test_validation_cache.post_thing",
+                "parameters": [_query("n", minimum=1)],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["a"],
+                    "properties": {"a": {"type": "integer"}}}}}},
+                "responses": {"200": {"description": "ok"}}},
+            "get": {
+                "operationId": "tests.test_validation_cache.get_things",
+                "parameters": [_query("n", maximum=5)],
+                "responses": {"200": {"description": "ok"}}},
+        },
+    },
+}
+
+
+def post_thing(body: dict[str, Any], n: int | None = None) -> dict[str, Any]:
+    return {"a": body["a"], "n": n}
+
+
+def get_things(n: int | None = None) -> dict[str, Any]:
+    return {"n": n}
+
+
+@pytest.fixture(scope="module")
+def small_api() -> TestClient:
+    import connexion
+    from connexion.middleware.main import ConnexionMiddleware
+
+    app = connexion.FlaskApp(__name__, middlewares=validation.middlewares(
+        ConnexionMiddleware.default_middlewares))
+    app.add_api(SPEC, strict_validation=True, uri_parser_class=RepeatedParameterParser,
+                validator_map={"parameter": ParameterValidator})
+    return app.test_client()
+
+
+def test_an_operation_with_a_body_still_has_it_checked(small_api: TestClient) -> None:
+    assert small_api.post("/things?n=2", json={"a": 1}).json() == {"a": 1, "n": 2}
+    assert small_api.post("/things", json={"a": "x"}).status_code == 400
+    assert small_api.post("/things", content=b"a=1", headers={
+        "Content-Type": "text/plain"}).status_code == 415
+    assert small_api.post("/things?n=0", json={"a": 1}).json()["parameter"] == "n"
+
+
+def test_an_operation_without_a_body_checks_its_own_parameters(small_api: TestClient) -> None:
+    for _ in range(2):
+        assert small_api.get("/things?n=5").json() == {"n": 5}
+        assert small_api.get("/things?n=6").json()["detail"] == "n: must be at most 5, got 6"
+        assert small_api.post("/things?n=6", json={"a": 1}).json() == {"a": 1, "n": 6}
+        assert small_api.get("/things?m=1").json()["detail"] == "m: unknown query parameter"
+
+
+def test_the_app_validates_through_our_middleware(client: TestClient) -> None:
+    stack = []
+    app: Any = client.app
+    for middleware in app.middleware.middlewares:
+        stack.append(middleware)
+    assert validation.RequestValidation in stack

@@ -9,6 +9,11 @@ Two replacements, handed to ``add_api``:
 - :class:`ParameterValidator`: a value the spec rejects is one sentence naming the parameter
   (``limit: must be at least 1, got 0``), not jsonschema's multi-line report, and the problem
   carries RFC 9457 ``invalid-params`` and ``parameter``, like the data API's own 400s.
+
+Both are worked out once per operation, not per request: :class:`_Plan` (the parameters grouped,
+their jsonschema validators compiled) and :class:`RequestValidation` (Connexion's validation
+middleware, which made a parser and a validator for every request and read the ``Content-Type``
+of operations that take no body).
 """
 
 from __future__ import annotations
@@ -18,10 +23,17 @@ from typing import Any
 
 from connexion import validators
 from connexion.exceptions import BadRequestProblem
+from connexion.middleware.request_validation import (
+    RequestValidationAPI,
+    RequestValidationMiddleware,
+    RequestValidationOperation,
+)
+from connexion.operations import AbstractOperation
 from connexion.uri_parsing import OpenAPIURIParser
 from connexion.utils import is_null, is_nullable
 from jsonschema import Draft4Validator, ValidationError
 from jsonschema.exceptions import best_match
+from starlette.types import Receive, Scope, Send
 
 from swagger_server.errors import INVALID_PARAMETER
 
@@ -217,3 +229,47 @@ def _shown(value: Any) -> str:
         return f"{len(value)} values"
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 40 else text[:40] + "..."
+
+
+class _ValidationOperation(RequestValidationOperation):
+    """Connexion's request validation of one operation, lean when it takes no request body.
+
+    Connexion makes a URI parser and a parameter validator for every request, and reads the
+    ``Content-Type`` to check it and the body against the operation's ``requestBody``. Without
+    one (every operation of our spec), those checks have nothing to check (``consumes`` is
+    empty, the body schema too); parser and validator hold nothing of a request, so they are
+    made once. An operation with a request body is validated by Connexion's code unchanged.
+    """
+
+    _parameters: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._operation.request_body:
+            await super().__call__(scope, receive, send)
+            return
+        if self._parameters is None:
+            operation = self._operation
+            parser = operation._uri_parser_class(operation.parameters, operation.body_definition())
+            self._parameters = self._validator_map["parameter"](
+                operation.parameters, uri_parser=parser, strict_validation=self.strict_validation,
+                security_query_params=self.security_query_params)
+        self._parameters.validate(scope)
+        await self.next_app(scope, receive, send)
+
+
+class _ValidationAPI(RequestValidationAPI):
+    def make_operation(self, operation: AbstractOperation) -> RequestValidationOperation:
+        return _ValidationOperation(self.next_app, operation=operation,
+                                    strict_validation=self.strict_validation,
+                                    validator_map=self.validator_map)
+
+
+class RequestValidation(RequestValidationMiddleware):
+    """Connexion's request validation middleware, with :class:`_ValidationOperation`."""
+
+    api_cls = _ValidationAPI
+
+
+def middlewares(stack: list[type]) -> list[type]:
+    """Connexion's middleware ``stack`` with its request validation replaced by ours."""
+    return [RequestValidation if m is RequestValidationMiddleware else m for m in stack]
