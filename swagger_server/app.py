@@ -15,7 +15,7 @@ from swagger_server.auth.keyset import KeyFileError
 from swagger_server.auth.spec import SPEC_SECURITY_MAP
 from swagger_server.config import PROJECT_ROOT, Settings, load_settings
 from swagger_server.ops import access_log, metrics
-from swagger_server.web import served_spec
+from swagger_server.web import served_spec, validation, views
 from swagger_server.web.admission import AdmissionControl, ArrivalStamp
 from swagger_server.web.cors import ProblemCORSMiddleware
 from swagger_server.web.json_provider import ExactJSONProvider, jsonifier
@@ -47,7 +47,8 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
     # arrival stamp comes before it, so that a request's deadline counts from its arrival.
     guard = partial(StalledClientGuard, stall_timeout=settings.api.export_stall_timeout)
     app = connexion.FlaskApp(__name__, specification_dir=spec_dir, jsonifier=jsonifier(),
-                             middlewares=[ArrivalStamp, guard, *served_spec.middlewares()])
+                             middlewares=[ArrivalStamp, guard,
+                                          *validation.middlewares(served_spec.middlewares())])
     # a2wsgi, with whole responses handed to the event loop at once, in 10 + 2 threads.
     app._middleware_app.asgi_app = BufferedWSGIMiddleware(app.app.wsgi_app)
     app.app.config["SETTINGS"] = settings
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, spec_dir: Path = SPEC_DIR) -> c
     app.add_middleware(AdmissionControl, position=MiddlewarePosition.BEFORE_CONTEXT,
                        acquire_timeout=settings.pool.acquire_timeout)
     _build_now(app)
+    views.decorate_once(app.app)  # Connexion's decorators built once, not per request
     return app
 
 

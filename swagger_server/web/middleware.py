@@ -17,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger(__name__)
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# C0 controls and DEL: one regex search, not a Python-level test per character of the path.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class RequestIdMiddleware:
@@ -59,7 +61,7 @@ class ControlCharacterGuard:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope.get("type") == "http" else ""
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        if _CONTROL_CHARACTER.search(path):
             body = json.dumps({
                 "type": "/problems/not-found", "title": "Not Found", "status": 404,
                 "detail": "No such resource (the path holds a control character).",
