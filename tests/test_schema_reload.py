@@ -37,9 +37,24 @@ def _prepare(dsn: str) -> None:
     run_sql(dsn, "CREATE TABLE items (id int PRIMARY KEY)")
 
 
+def _catalog_reads(server: GunicornServer) -> float:
+    """pgrest_catalog_reloads_total, summed over the workers (/metrics)."""
+    resp = server.get("/metrics")
+    assert resp.status == 200, resp.status
+    return sum(float(line.split()[-1]) for line in resp.body.decode().splitlines()
+               if line.startswith("pgrest_catalog_reloads_total"))
+
+
 def _both_workers_cached(server: GunicornServer) -> None:
+    """Every worker has read the catalog: requests alone may all land on one worker (a fast
+    one keeps winning the accept), which would then read it only after the ALTER below."""
     assert len(server.distinct_pool_pids(WORKERS)) == WORKERS
-    assert _columns_seen(server) == {("id",)}
+    deadline = time.monotonic() + 15
+    while True:
+        assert _columns_seen(server) == {("id",)}
+        if _catalog_reads(server) >= WORKERS or time.monotonic() > deadline:
+            break
+    assert _catalog_reads(server) >= WORKERS, "a worker never served /tables/items"
 
 
 def _reloaded(server: GunicornServer) -> bool:
