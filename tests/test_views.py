@@ -40,7 +40,8 @@ def test_requests_do_not_decorate_their_handler_again(
     assert inspected == []
 
 
-# A small API of its own: an operation with a request body, one without that takes **kwargs.
+# A small API of its own: an operation with a request body, one whose handler takes only its
+# path parameter, one without a body that takes **kwargs.
 SPEC = {
     "openapi": "3.0.3", "info": {"title": "t", "version": "1"},
     "paths": {
@@ -51,6 +52,13 @@ SPEC = {
                            {"name": "q", "in": "query", "schema": {"type": "string",
                                                                   "default": "d"}}],
             "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {"200": {"description": "ok"}}}},
+        "/path-only/{n}": {"get": {
+            "operationId": "tests.test_views.path_only",
+            "parameters": [{"name": "n", "in": "path", "required": True,
+                            "schema": {"type": "integer"}},
+                           {"name": "q", "in": "query", "schema": {"type": "integer",
+                                                                  "default": 5}}],
             "responses": {"200": {"description": "ok"}}}},
         "/kw": {"get": {
             "operationId": "tests.test_views.keywords",
@@ -64,6 +72,12 @@ def echo(n: int, body: dict[str, Any], q: str) -> dict[str, Any]:
     return {"n": n, "body": body, "q": q}
 
 
+def path_only(n: int) -> dict[str, Any]:
+    import flask
+
+    return {"n": n, "args": flask.request.args.to_dict()}
+
+
 def keywords(**kwargs: Any) -> dict[str, Any]:
     return {k: v if isinstance(v, int | str) else repr(v) for k, v in kwargs.items()}
 
@@ -75,7 +89,7 @@ def small_api() -> TestClient:
     app = connexion.FlaskApp(__name__)
     app.add_api(SPEC)
     app.middleware.app, app.middleware.middleware_stack = app.middleware._build_middleware_stack()
-    assert views.decorate_once(app.app) == 2
+    assert views.decorate_once(app.app) == 3
     return app.test_client()
 
 
@@ -92,3 +106,21 @@ def test_a_handler_taking_kwargs_gets_the_sanitized_parameters_and_no_body(
     r = small_api.request("GET", "/kw", content=b'{"x": 1}',
                           headers={"Content-Type": "application/json"})
     assert r.json() == {}  # no requestBody in the spec: no body argument, as with Connexion
+
+
+def test_a_handler_taking_no_query_parameter_gets_its_path_and_no_parsed_query(
+        small_api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from connexion import uri_parsing
+
+    parsed: list[Any] = []
+    real = uri_parsing.OpenAPIURIParser.resolve_query
+    monkeypatch.setattr(uri_parsing.OpenAPIURIParser, "resolve_query",
+                        lambda self, *a: parsed.append(a) or real(self, *a))
+    r = small_api.get("/path-only/4", params={"q": 9})
+    assert r.json() == {"n": 4, "args": {"q": "9"}}  # the query is still the request's
+    # Validation parses it once (before the view); prep_kwargs no more (it did: twice).
+    assert len(parsed) == 1
+    assert small_api.get("/path-only/4", params={"q": "x"}).status_code == 400  # validated
+    parsed.clear()
+    assert small_api.post("/echo/7?q=x", json={}).json()["q"] == "x"
+    assert len(parsed) == 2  # a handler taking a query parameter: parsed for it, as before

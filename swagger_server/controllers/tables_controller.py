@@ -12,7 +12,6 @@ import csv
 import functools
 import io
 import json
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -56,22 +55,6 @@ OFFSET_LIMIT_REACHED = "X-Offset-Limit-Reached"
 
 
 
-
-class _PerEmbedParameters(logging.Filter):
-    """Connexion logs an error for each query parameter outside the spec that it meets while
-    passing parameters to a view taking ``**kwargs``; ``limit.<embed>`` and ``or.<embed>`` (...)
-    are such by design (the spec marks ``limit`` and the groups ``x-per-embed``, and they are
-    checked here)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args if isinstance(record.args, tuple) else ()
-        return not (str(record.msg).startswith("Function argument")
-                    and any(str(a).startswith(_PER_EMBED) for a in args))
-
-
-logging.getLogger("connexion.decorators.parameter").addFilter(_PerEmbedParameters())
-
-
 # ------------------------------------------------------------------ handlers
 
 
@@ -85,7 +68,7 @@ def get_table(table: str) -> Response:
     return jsonify(catalog.describe(_relation(catalog, table)))
 
 
-def get_rows(table: str, **_: Any) -> Response:
+def get_rows(table: str) -> Response:
     _single_valued()
     settings = _settings()
     fmt = request.accept_mimetypes.best_match(_FORMATS, default=JSON) or JSON
@@ -119,7 +102,7 @@ def get_rows(table: str, **_: Any) -> Response:
         raise
 
 
-def get_row(table: str, key: str, **_: Any) -> Response:
+def get_row(table: str, key: str) -> Response:
     _single_valued()
     conn = get_db()
     relation = _relation(_catalog(conn), table)

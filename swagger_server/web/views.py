@@ -12,7 +12,9 @@ Per request, also left out: three regular expressions on each parameter's name (
 per name, in a bounded cache: a query parameter's name may come from the client,
 ``limit.<embed>``); reading the body for an operation that defines none, and parsing uploaded
 files of a request without a ``Content-Type`` (both cannot reach the handler); asking whether the
-handler is a coroutine function. What the handler receives is Connexion's ``prep_kwargs``.
+handler is a coroutine function; parsing the query for a handler that takes no query parameter
+(the data API's handlers read ``flask.request.args`` themselves, the query validated before).
+What the handler receives is Connexion's ``prep_kwargs``.
 """
 
 from __future__ import annotations
@@ -54,15 +56,36 @@ class _ParameterDecorator(SyncParameterDecorator):
     def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
         arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
 
+        takes_query: list[bool] = []  # known at the first request, from its operation
+
         @functools.wraps(function)
         def wrapper(request: Any) -> Any:
             body = self._maybe_get_body(request, arguments=arguments, has_kwargs=has_kwargs)
             files = request.files() if request.environ.get("CONTENT_TYPE") else {}
+            if not takes_query:
+                takes_query.append(has_kwargs or any(
+                    self.sanitize_fn(p["name"]) in arguments
+                    for p in operation.parameters if p["in"] == "query"))
+            if not takes_query[0]:
+                request = _NoQuery(request)
             return function(**prep_kwargs(request, request_body=body, files=files,
                                           arguments=arguments, has_kwargs=has_kwargs,
                                           sanitize=self.sanitize_fn))
 
         return wrapper
+
+
+class _NoQuery:
+    """What ``prep_kwargs`` reads of a request, for a handler that takes no query parameter:
+    the query is not parsed for it, as none of it would be passed (the handler reads
+    ``flask.request.args`` itself; the query was validated before the view ran)."""
+
+    __slots__ = ("mimetype", "path_params")
+    query_params: dict[str, Any] = {}  # noqa: RUF012 (read only)
+
+    def __init__(self, request: Any) -> None:
+        self.path_params = request.path_params
+        self.mimetype = request.mimetype
 
 
 class _DecoratedOnce(FlaskDecorator):
