@@ -5,6 +5,7 @@ between pages; bad cursors are 400s. Real PostgreSQL."""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -166,7 +167,8 @@ def test_deep_pages_use_the_keyset_not_an_offset(
     client: TestClient, dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The statement the API runs for a page deep into 100,000 rows reads about as many rows
-    as the first page does: an index scan that starts at the cursor's key, no OFFSET."""
+    as the first page does: index scans that start at the cursor's key, no OFFSET past the
+    page (the probe that looks for a next page skips the page's own rows, ``limit - 1``)."""
     from swagger_server.data import query
     ran: list[tuple[Any, dict[str, Any]]] = []
     page_sql = query.page_sql
@@ -189,16 +191,17 @@ def test_deep_pages_use_the_keyset_not_an_offset(
     with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
         for statement, params in (ran[0], ran[2]):
             text = cur.mogrify(statement, params).decode()
-            assert "OFFSET" not in text.upper()
+            assert re.findall(r"OFFSET \d+", text.upper()) in ([], ["OFFSET 9"]), text
             cur.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {text}")
             plan = cur.fetchone()[0][0]["Plan"]
             scans = scans_of(plan, "deep")
-            assert len(scans) == 1, plan
-            assert scans[0]["Node Type"] in ("Index Scan", "Index Only Scan"), scans[0]
-            assert scans[0].get("Rows Removed by Filter", 0) == 0
-            actual.append(scans[0]["Actual Rows"])
-        assert "id" in scans[0]["Index Cond"] and "90010" in scans[0]["Index Cond"]
-    assert actual[0] <= 11 and actual[1] <= 11, actual  # an offset would read 90,000 more
+            assert 1 <= len(scans) <= 2, plan  # the page, and the probe when there is one
+            for scan in scans:
+                assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), scan
+                assert scan.get("Rows Removed by Filter", 0) == 0
+            actual.append(sum(scan["Actual Rows"] for scan in scans))
+        assert all("id" in s["Index Cond"] and "90010" in s["Index Cond"] for s in scans)
+    assert actual[0] <= 22 and actual[1] <= 22, actual  # an offset would read 90,000 more
 
 
 def follow_links(client: TestClient, url: str) -> Iterator[tuple[dict[str, Any], str | None]]:

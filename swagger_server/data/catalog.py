@@ -89,6 +89,11 @@ class Relation:
     primary_key: tuple[str, ...]
     columns: tuple[Column, ...]
     estimated_rows: int | None
+    # Rows read straight from storage: a table, partitioned table or materialized view whose
+    # row-level security does not apply to the catalog's role (no view's query, no policy, no
+    # foreign server behind them). Walking some of its rows a second time costs only the walk
+    # (query.page_sql's probe).
+    plain_storage: bool = field(default=False, compare=False)
     by_name: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
     # Distinct lengths of the column names, ascending: where in a ``column.op.value`` text a
     # column name can end, so parsing tries those few cuts instead of one per dot.
@@ -263,6 +268,8 @@ class Catalog:
 
 _CATALOG_SQL = """
 SELECT n.nspname, c.relname, c.relkind, c.oid::int8,
+       -- for the role reading the catalog (the request's): RLS may be on and not apply
+       c.relkind IN ('r', 'p', 'm') AND NOT row_security_active(c.oid) AS plain_storage,
        CASE WHEN c.relkind IN ('r', 'p', 'm', 'f') AND c.reltuples >= 0
             THEN c.reltuples::int8 END,
        coalesce((
@@ -342,7 +349,8 @@ def load(conn: Connection, api: ApiSettings) -> Catalog:
         rows = cur.fetchall()
     _warn_unmatched(api, [(row[0], row[1]) for row in rows])
     relations = []
-    for schema, name, relkind, oid, estimate, pk, names, types, displays, nullables, bases in rows:
+    for (schema, name, relkind, oid, plain_storage, estimate, pk, names, types, displays,
+         nullables, bases) in rows:
         if not _matches(api.tables, schema, name) or _matches(api.exclude, schema, name):
             continue
         columns = tuple(
@@ -358,6 +366,7 @@ def load(conn: Connection, api: ApiSettings) -> Catalog:
         relations.append(Relation(
             schema=schema, name=name, kind=_KINDS[relkind], oid=oid,
             primary_key=tuple(pk), columns=columns, estimated_rows=estimate,
+            plain_storage=plain_storage,
         ))
     return Catalog(relations=tuple(relations), schemas=api.schemas, loaded_at=time.monotonic(),
                    relationships=tuple(_relationships(conn, relations)))
