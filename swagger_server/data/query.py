@@ -457,8 +457,10 @@ def _probed_page_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
         key_text = ["NULL::text[]"]
         last_key = ["NULL::text[]"]
     statement = [
-        "SELECT p.j, p.n + (k.n > 1)::int, ", *last_key, " FROM ("
-        "SELECT coalesce(json_agg(to_json(x.*)), '[]')::text AS j, count(*) AS n FROM (SELECT ",
+        # coalesce and the cast out here: inside the aggregate's subquery they cost PostgreSQL
+        # some 10 % more (measured, unexplained)
+        "SELECT coalesce(p.j, '[]')::text, p.n + (k.n > 1)::int, ", *last_key, " FROM ("
+        "SELECT json_agg(to_json(x.*)) AS j, count(*) AS n FROM (SELECT ",
         output, " FROM ", q.relation.quoted, " r", *where, *order, page, ") x) p, ("
         "SELECT count(*) AS n, ", *key_text, " AS keys FROM (SELECT ", _columns_text(keys),
         " FROM ", q.relation.quoted, " r", *where, *order,
