@@ -75,8 +75,8 @@ def direct_pages(dsn: str, seconds: float) -> tuple[float, float]:
         def in_postgres() -> int:
             with conn.cursor() as cur:
                 cur.execute(sql_text)
-                data, fetched, _key, _ = cur.fetchone()
-            body = '{"data":' + data + ',"next_cursor":null}'
+                data, fetched, _key = cur.fetchone()
+            body = '{"data":[' + (data or "") + '],"next_cursor":null}'
             return len(body) and min(fetched, PAGE)
 
         def in_python() -> int:

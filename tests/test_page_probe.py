@@ -109,7 +109,7 @@ def test_every_page_to_the_end_is_the_same_in_both_forms(conn: Any, cat: catalog
         for _ in range(ROWS + 2):
             q = _query(cat, "t", order=order, limit=limit, after=after)
             data, fetched, key = _same(conn, q)
-            seen += json.loads(data)
+            seen += json.loads("[" + (data or "") + "]")
             if fetched <= limit:
                 break
             after = key
@@ -123,7 +123,7 @@ def test_pages_by_offset_are_the_same_in_both_forms(conn: Any, cat: catalog.Cata
                                                     limit: int, offset: int) -> None:
     data, fetched, _ = _same(conn, _query(cat, "t", order="a", limit=limit, offset=offset))
     rows = max(0, min(limit, ROWS - offset))
-    assert len(json.loads(data)) == rows
+    assert len(json.loads("[" + (data or "") + "]")) == rows
     assert fetched == rows + (1 if offset + limit < ROWS else 0)
 
 
@@ -134,7 +134,7 @@ def test_composite_keys_no_key_and_no_rows_are_the_same_in_both_forms(
     while True:
         data, fetched, key = _same(conn, _query(cat, "pair", order="v.desc", limit=3,
                                                 after=after))
-        rows += len(json.loads(data))
+        rows += len(json.loads("[" + (data or "") + "]"))
         if fetched <= 3:
             break
         assert len(key) == 3  # v, then the key's x and y
@@ -142,15 +142,15 @@ def test_composite_keys_no_key_and_no_rows_are_the_same_in_both_forms(
     assert rows == 17
     for offset in (0, 9, 11):
         _same(conn, _query(cat, "nokey", limit=3, offset=offset))  # no order: the count alone
-    assert _same(conn, _query(cat, "empty_t", limit=3))[:2] == ("[]", 0)
+    assert _same(conn, _query(cat, "empty_t", limit=3))[:2] == (None, 0)
     for order in (None, "n.desc", "keys", "r.desc,j"):
         after, rows = None, 0
         while True:
             data, fetched, key = _same(conn, _query(cat, "clash", order=order, limit=2,
                                                     after=after))
             assert all(set(row) == {"r", "x", "k", "p", "j", "n", "keys"}
-                       for row in json.loads(data))
-            rows += len(json.loads(data))
+                       for row in json.loads("[" + (data or "") + "]"))
+            rows += len(json.loads("[" + (data or "") + "]"))
             if fetched <= 2:
                 break
             after = key
@@ -160,7 +160,7 @@ def test_composite_keys_no_key_and_no_rows_are_the_same_in_both_forms(
 def test_a_column_list_and_bytea_are_the_same_in_both_forms(conn: Any,
                                                              cat: catalog.Catalog) -> None:
     data, _, _ = _same(conn, _query(cat, "t", select="blob,b", order="a.desc", limit=6))
-    first = json.loads(data)[0]
+    first = json.loads("[" + (data or "") + "]")[0]
     assert list(first) == ["blob", "b"]  # only what was selected: the order's a is not there
 
 
@@ -187,7 +187,7 @@ def test_plain_pages_of_plain_storage_take_the_probe_and_the_rest_the_window(
     assert form(_query(as_reader, "secured")) == "window"
     assert form(_query(as_reader, "t")) == "probe"
     data, _, _ = _same(conn, _query(cat, "secured", limit=2))  # the superuser sees all five
-    assert [r["id"] for r in json.loads(data)] == [1, 2]
+    assert [r["id"] for r in json.loads("[" + (data or "") + "]")] == [1, 2]
     filtered = _query(cat, "t")
     filtered.filters = (query.parse_filter(filtered.relation, "a.eq.1"),)
     assert form(filtered) == "window"

@@ -183,8 +183,9 @@ def _page(settings: Settings, table: str) -> Response:
         tail += ',"total":null'
     if next_query is not None:
         headers["Link"] = f'<{_next_url(next_query)}>; rel="next"'
-    raw = data if isinstance(data, bytes) else data.encode()
-    return Response(b"".join((b'{"data":', raw, tail.encode(), b"}")), mimetype=JSON,
+    # The rows come without the array's brackets (query.page_sql says why); None for none.
+    raw = b"" if data is None else data if isinstance(data, bytes) else data.encode()
+    return Response(b"".join((b'{"data":[', raw, b"]", tail.encode(), b"}")), mimetype=JSON,
                     headers=headers)
 
 

@@ -65,12 +65,12 @@ def _grouped(q: RowsQuery, params: query._Params, limit: int | None,
 
 
 def page_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
-    """As :func:`query.page_sql`: ``(data json text, rows fetched, NULL key)``."""
+    """As :func:`query.page_sql`: ``(rows, rows fetched, NULL key)``, rows without brackets."""
     params = query._Params()
     inner = _grouped(q, params, q.limit + 1, q.offset)
     limit = params.add(q.limit)
     statement = sql.SQL(
-        "SELECT coalesce(json_agg(p.j) FILTER (WHERE p.n <= {limit}), '[]')::text, "
+        "SELECT string_agg(p.j::text, ', ') FILTER (WHERE p.n <= {limit}), "
         "count(*), NULL::text[] "
         "FROM (SELECT row_to_json(x.*) AS j, row_number() OVER () AS n FROM ({inner}) x) p"
     ).format(limit=limit, inner=inner)
