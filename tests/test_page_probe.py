@@ -171,13 +171,22 @@ def test_plain_pages_of_plain_storage_take_the_probe_and_the_rest_the_window(
         return "window" if "row_number() OVER" in text else "probe"
 
     assert form(_query(cat, "t")) == "probe"
-    assert form(_query(cat, "t", order="a.desc", after=["1", "2"])) == "probe"  # a cursor
-    assert form(_query(cat, "mv")) == "probe"  # a materialized view is stored rows
+    assert form(_query(cat, "t", order="id.desc")) == "probe"  # the index, backwards
+    assert form(_query(cat, "t", after=["7"])) == "probe"  # from a cursor
+    assert form(_query(cat, "pair", order="x.desc,y.desc")) == "probe"
+    # Another order would sort the table twice, an offset skip its rows twice.
+    assert form(_query(cat, "t", order="a.desc", after=["1", "2"])) == "window"
+    assert form(_query(cat, "t", order="b")) == "window"
+    assert form(_query(cat, "pair", order="y")) == "window"  # (y, x): not the index's order
+    assert form(_query(cat, "pair", order="x,y.desc")) == "window"  # two directions
+    assert form(_query(cat, "t", offset=5)) == "window"
+    assert form(_query(cat, "nokey")) == "window"
     # A view's query, a policy or a filter would run twice: these number their rows once.
     assert form(_query(cat, "v")) == "window"
     # Row-level security: on for a role it applies to, whose policy would run twice; not for
     # the superuser reading this catalog, who bypasses it.
     assert form(_query(cat, "secured")) == "probe"
+    assert form(_query(cat, "mv")) == "window"  # no primary key: no index to walk
     with conn.cursor() as cur:
         cur.execute("SET ROLE pageprobe_reader")
         try:
@@ -212,3 +221,25 @@ def test_the_api_follows_next_links_through_a_probed_table(client: TestClient) -
         url = r.links.get("next", {}).get("url", "")
     assert sorted(ids) == list(range(1, ROWS + 1))
     assert len(ids) == ROWS
+
+
+def test_a_descending_page_of_a_not_null_key_walks_the_index_backwards(
+        conn: Any, cat: catalog.Catalog) -> None:
+    """``DESC NULLS LAST`` (or ``ASC NULLS FIRST``) made PostgreSQL sort the whole table; a NOT
+    NULL column holds no NULLs, so its order says no NULLS at all and the index serves it."""
+    for q in (_query(cat, "t", order="id.desc.nullslast", limit=3),
+              _query(cat, "t", order="id.nullsfirst", limit=3),
+              _query(cat, "t", order="a.desc.nullslast", limit=3)):  # a is nullable: it stays
+        statement, params = query.page_sql(q)
+        text = statement.as_string(conn)
+        with conn.cursor() as cur:
+            cur.execute("SET enable_seqscan = off")
+            cur.execute("EXPLAIN " + text, params)
+            plan = "\n".join(r[0] for r in cur.fetchall())
+            cur.execute("RESET enable_seqscan")
+        if q.order[0].column.nullable:
+            assert "NULLS LAST" in text
+        else:
+            assert "NULLS" not in text.split("ORDER BY", 1)[1].split("LIMIT", 1)[0]
+            assert "Sort" not in plan, plan
+            assert ("Backward" in plan) == q.order[0].desc, plan

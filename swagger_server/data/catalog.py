@@ -89,10 +89,10 @@ class Relation:
     primary_key: tuple[str, ...]
     columns: tuple[Column, ...]
     estimated_rows: int | None
-    # Rows read straight from storage: a table, partitioned table or materialized view whose
-    # row-level security does not apply to the catalog's role (no view's query, no policy, no
-    # foreign server behind them). Walking some of its rows a second time costs only the walk
-    # (query.page_sql's probe).
+    # Rows read straight from storage: a table or materialized view whose row-level security
+    # does not apply to the catalog's role (no view's query, no policy; not a partitioned table,
+    # whose partitions may be foreign). Walking some of its rows a second time costs only the
+    # walk (query.page_sql's probe).
     plain_storage: bool = field(default=False, compare=False)
     by_name: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
     # Distinct lengths of the column names, ascending: where in a ``column.op.value`` text a
@@ -269,7 +269,7 @@ class Catalog:
 _CATALOG_SQL = """
 SELECT n.nspname, c.relname, c.relkind, c.oid::int8,
        -- for the role reading the catalog (the request's): RLS may be on and not apply
-       c.relkind IN ('r', 'p', 'm') AND NOT row_security_active(c.oid) AS plain_storage,
+       c.relkind IN ('r', 'm') AND NOT row_security_active(c.oid) AS plain_storage,
        CASE WHEN c.relkind IN ('r', 'p', 'm', 'f') AND c.reltuples >= 0
             THEN c.reltuples::int8 END,
        coalesce((

@@ -356,9 +356,15 @@ def _order_pieces(order: Sequence[OrderTerm], params: _Params) -> list[Piece]:
     if not order:
         return []
     return [" ORDER BY ", *sqltext.join(", ", (
-        [_expr(t, params), (" DESC" if t.desc else "")
-         + (" NULLS FIRST" if t.nulls_first else " NULLS LAST")]
-        for t in order))]
+        [_expr(t, params), (" DESC" if t.desc else "") + _nulls(t)] for t in order))]
+
+
+def _nulls(term: OrderTerm) -> str:
+    """Where NULLs go; nothing for a column that holds none (NOT NULL, no JSON path): a btree
+    index then serves ``DESC`` by a backward scan, where ``DESC NULLS LAST`` needs a sort."""
+    if not term.path and not term.column.nullable:
+        return ""
+    return " NULLS FIRST" if term.nulls_first else " NULLS LAST"
 
 
 def _order_by(order: Sequence[OrderTerm], params: _Params) -> sql.Composable:
@@ -422,13 +428,26 @@ def page_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
     load (pgbench, c=4); ``string_agg`` of each row's text does not.
 
     "Rows fetched" is ``limit + 1`` when a next page exists, else the page's rows; the key is
-    that of row ``limit`` (read only when there is a next page and the order is unique).
-    A plain page of a table (no filters, a plain column list) walks its rows twice
-    (:func:`_probed_page_sql`); any other page numbers them once (:func:`_windowed_page_sql`).
+    that of row ``limit`` (read only when there is a next page and the order is unique; may be
+    empty or NULL otherwise). A plain page of a table in its primary key's order walks its rows
+    twice (:func:`_probed_page_sql`, see :func:`_probe_pays`); any other page numbers them once
+    (:func:`_windowed_page_sql`).
     """
-    if q.shape is None and not q.filters and q.relation.plain_storage:
+    if _probe_pays(q):
         return _probed_page_sql(q)
     return _windowed_page_sql(q)
+
+
+def _probe_pays(q: RowsQuery) -> bool:
+    """Walking the page's rows twice costs only a second walk of the primary key's index: a
+    plain column list, no filters (no view, policy or foreign server either: ``plain_storage``),
+    the page from the start or from a cursor, in the primary key's order, one direction. Any
+    other order would sort the relation twice, an offset would skip its rows twice."""
+    if q.shape is not None or q.filters or q.offset or not q.relation.plain_storage:
+        return False
+    if [t.column.name for t in q.order] != list(q.relation.primary_key) or not q.order:
+        return False
+    return all(not t.path for t in q.order) and len({t.desc for t in q.order}) == 1
 
 
 def _probed_page_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
