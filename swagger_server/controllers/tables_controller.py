@@ -54,7 +54,6 @@ COUNT_TIMED_OUT = "X-Total-Count-Timed-Out"
 OFFSET_LIMIT_REACHED = "X-Offset-Limit-Reached"
 
 
-
 # ------------------------------------------------------------------ handlers
 
 
