@@ -31,7 +31,14 @@ from swagger_server.config import (
 )
 from swagger_server.data import cursors
 from swagger_server.db import embedded
-from swagger_server.ops import capacity, lifecycle, metrics, metrics_files, schema_reload
+from swagger_server.ops import (
+    allocator,
+    capacity,
+    lifecycle,
+    metrics,
+    metrics_files,
+    schema_reload,
+)
 
 try:
     _settings = set_process_settings(load_settings())
@@ -128,6 +135,7 @@ def on_exit(server):
 
 
 def post_fork(server, worker):
+    allocator.keep_large_buffers()  # a page's buffers reused, not mapped afresh per request
     metrics.watch_pool(db.init_pool(process_settings()))  # the master's settings, inherited
     schema_reload.start_listener(process_settings())  # NOTIFY <RELOAD_CHANNEL>, 'reload schema'
 
