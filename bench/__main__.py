@@ -103,9 +103,18 @@ def servers(dsn: str, wanted: set[str], workers: int,
 
 
 def measure(variant: Variant, c: int, seconds: int, bases: dict[str, str],
-            sql: dict[str, str], dsn: str) -> Measure:
-    """One run; a run that fails counts as one error with no rate, and the benchmark goes on."""
+            sql: dict[str, str], dsn: str, mixed: dict[str, Measure] | None = None) -> Measure:
+    """One run; a run that fails counts as one error with no rate, and the benchmark goes on.
+
+    ``mixed``: this round's one run of every "mix:" variant, made by the first of them."""
     try:
+        if variant.sql.startswith("mix:"):
+            if mixed is None:
+                mixed = {}
+            if not mixed:
+                names = [v.sql[4:] for v in VARIANTS if v.sql.startswith("mix:")]
+                mixed.update(load.pgbench_mix(dsn, {n: sql[n] for n in names}, seconds, c))
+            return mixed[variant.sql[4:]]
         if variant.server is None:
             return load.pgbench(dsn, sql[variant.sql], seconds, c)
         return load.wrk(bases[variant.server] + variant.path, seconds, c)
@@ -135,8 +144,9 @@ def run(args: argparse.Namespace) -> Path:
                                     dsn)
                 # Interleaved: A, B, C, A, B, C...; a noisy moment hurts every variant alike.
                 for round_no in range(1, args.rounds + 1):
+                    mixed: dict[str, Measure] = {}  # one pgbench run for the "mix:" variants
                     for variant in args.selected:
-                        m = measure(variant, c, args.seconds, bases, sql, dsn)
+                        m = measure(variant, c, args.seconds, bases, sql, dsn, mixed)
                         results.setdefault((variant.key, c), []).append(m)
                         print(f"c={c:<3} round {round_no}: {variant.label:55.55s} "
                               f"{m.rate:9,.0f}/s p50 {m.p50_ms:7.2f} ms p99 {m.p99_ms:7.2f} ms"

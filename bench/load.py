@@ -12,6 +12,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,30 +106,71 @@ def parse_pgbench(out: str, latencies_us: list[float]) -> Measure:
             # Its clients were still connecting when the time was up (pgbench prints no tps).
             return Measure(0.0, 0.0, 0.0, int(failed.group(1)) if failed else 0)
         raise RuntimeError(f"no tps in pgbench's output:\n{out}")
-    p50 = p99 = 0.0
-    if len(latencies_us) >= 2:
-        cuts = statistics.quantiles(latencies_us, n=100, method="inclusive")
-        p50, p99 = cuts[49] / 1e3, cuts[98] / 1e3
+    p50, p99 = _percentiles_ms(latencies_us)
     return Measure(float(tps.group(1)), p50, p99, int(failed.group(1)) if failed else 0)
 
 
 def pgbench(dsn: str, statement: str, seconds: int, clients: int) -> Measure:
     """``statement`` run by ``clients`` sessions for ``seconds``, simple protocol (as psycopg2
     sends it); latencies from pgbench's per-transaction log."""
+    out, latencies = _run_pgbench(dsn, [statement], seconds, clients)
+    return parse_pgbench(out, latencies.get(0, []))
+
+
+def pgbench_mix(dsn: str, statements: Mapping[str, str], seconds: int,
+                clients: int) -> dict[str, Measure]:
+    """The statements in one pgbench run, each transaction one of them at random (equal
+    weights): both meet the same moments of a noisy machine, so the ratio of their times is
+    steadier than one of two runs taken apart. Each gets ``clients`` / its mean latency as its
+    rate (what a run of that statement alone would do at that latency) and its percentiles."""
+    names = list(statements)
+    out, latencies = _run_pgbench(dsn, [statements[n] for n in names], seconds, clients)
+    return parse_mix(out, latencies, names, clients)
+
+
+def parse_mix(out: str, latencies_us: Mapping[int, list[float]], names: list[str],
+              clients: int) -> dict[str, Measure]:
+    overall = parse_pgbench(out, [])
+    measures = {}
+    for number, name in enumerate(names):
+        found = latencies_us.get(number, [])
+        if not found:
+            measures[name] = Measure(0.0, 0.0, 0.0, overall.errors)
+            continue
+        rate = clients / (statistics.fmean(found) / 1e6)
+        p50, p99 = _percentiles_ms(found)
+        measures[name] = Measure(rate, p50, p99, overall.errors)
+    return measures
+
+
+def _percentiles_ms(latencies_us: list[float]) -> tuple[float, float]:
+    if len(latencies_us) < 2:
+        return 0.0, 0.0
+    cuts = statistics.quantiles(latencies_us, n=100, method="inclusive")
+    return cuts[49] / 1e3, cuts[98] / 1e3
+
+
+def _run_pgbench(dsn: str, statements: list[str], seconds: int,
+                 clients: int) -> tuple[str, dict[int, list[float]]]:
+    """pgbench's report and its logged latencies (microseconds) by script number."""
     with tempfile.TemporaryDirectory(prefix="bench-pgbench-") as tmp:
-        script = Path(tmp) / "statement.sql"
-        # One line: pgbench reads a script line by line and ``:name`` as its variable.
-        script.write_text(" ".join(statement.split()).rstrip(";") + ";\n", encoding="utf-8")
-        argv = [pgbench_path(), "-n", "-f", str(script), f"-c{clients}",
+        scripts: list[str] = []
+        for number, statement in enumerate(statements):
+            script = Path(tmp) / f"statement{number}.sql"
+            # One line: pgbench reads a script line by line and ``:name`` as its variable.
+            script.write_text(" ".join(statement.split()).rstrip(";") + ";\n", encoding="utf-8")
+            scripts += ["-f", f"{script}@1"]
+        argv = [pgbench_path(), "-n", *scripts, f"-c{clients}",
                 f"-j{min(clients, 2)}", f"-T{seconds}", "-l", f"--log-prefix={tmp}/log"]
         done = subprocess.run(argv, capture_output=True, text=True, env=libpq_env(dsn),
                               timeout=seconds + 60, cwd=tmp)
         if done.returncode != 0:
             raise RuntimeError(f"pgbench failed: {done.stderr.strip()[-2000:]}")
-        latencies: list[float] = []
+        latencies: dict[int, list[float]] = {}
         for log in Path(tmp).glob("log.*"):
             for line in log.read_text(encoding="utf-8").splitlines():
+                # client, transaction, latency (us), script number, epoch s, us
                 fields = line.split()
-                if len(fields) >= 3 and fields[2].isdigit():
-                    latencies.append(float(fields[2]))  # microseconds
-        return parse_pgbench(done.stdout, latencies)
+                if len(fields) >= 4 and fields[2].isdigit() and fields[3].isdigit():
+                    latencies.setdefault(int(fields[3]), []).append(float(fields[2]))
+        return done.stdout, latencies

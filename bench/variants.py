@@ -26,7 +26,9 @@ class Variant:
     label: str
     server: str | None = None  # a SERVERS key: wrk on ``path``; None: pgbench on ``sql``
     path: str = ""
-    sql: str = ""  # "generated" or "json_agg": filled in once the database is up
+    # "generated" or "json_agg": filled in once the database is up. "mix:<name>": that
+    # statement's share of one pgbench run of every "mix:" variant (bench.load.pgbench_mix).
+    sql: str = ""
     rows: int = 0  # rows per request, for rows/s (0: a one-row answer, rows/s means nothing)
 
 
@@ -36,6 +38,10 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("rows_generated", "pgbench: the service's rows-page statement", sql="generated",
             rows=PAGE),
     Variant("rows_json_agg", f"pgbench: plain json_agg of {PAGE} rows", sql="json_agg", rows=PAGE),
+    Variant("mix_generated", "pgbench, both in one run: the service's statement",
+            sql="mix:generated", rows=PAGE),
+    Variant("mix_json_agg", "pgbench, both in one run: plain json_agg", sql="mix:json_agg",
+            rows=PAGE),
     Variant("root", "GET / (select 1), our pool", "service", "/"),
     Variant("no_db_spec", "no database: an operation in the spec, like GET /", "service",
             "/bench/no-db-spec"),
@@ -71,9 +77,13 @@ class Ratio:
 RATIOS: tuple[Ratio, ...] = (
     Ratio("rows page: API / plain json_agg (rows/s)", "rows_api", "rows_json_agg",
           ">= 0.6 at c=1 and c=4", (1, 4), minimum=0.6),
-    # Time per page, so the goal reads as the "within 1.15x".
-    Ratio("time per page: generated statement / plain json_agg (pgbench)", "rows_json_agg",
-          "rows_generated", "<= 1.15", maximum=1.15),
+    # Time per page, so the goal reads as the "within 1.15x". Measured with both
+    # statements in one pgbench run, transactions interleaved at random: two runs taken apart
+    # differed by up to 30 % on this noisy machine for the same statement.
+    Ratio("time per page: generated statement / plain json_agg (one pgbench run)",
+          "mix_json_agg", "mix_generated", "<= 1.15", maximum=1.15),
+    Ratio("time per page: generated statement / plain json_agg (separate pgbench runs)",
+          "rows_json_agg", "rows_generated"),
     # The goal's reference: the same Connexion operation path (security, validation) as GET /,
     # so the ratio is what the pool and the database add. Against the bare Flask view it also
     # holds Connexion's per-operation work.
