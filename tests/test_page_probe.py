@@ -36,6 +36,13 @@ CREATE TABLE clash (r integer, x integer, k integer, p integer, j integer, n int
                     keys integer, PRIMARY KEY (k, x));
 INSERT INTO clash SELECT i, i % 2, i, i, i, i, i FROM generate_series(1, 9) i;
 CREATE TABLE empty_t (id integer PRIMARY KEY, v text);
+-- One-column keys of other types: the page's last key is their max() (min() going down).
+CREATE TABLE coded (code varchar(8) PRIMARY KEY, v integer);
+INSERT INTO coded SELECT 'c' || lpad(i::text, 2, '0') || CASE WHEN i % 3 = 0 THEN 'Z' ELSE 'a' END,
+                         i FROM generate_series(1, 13) i;
+CREATE TABLE stamped (at timestamptz PRIMARY KEY, amount numeric(8, 2));
+INSERT INTO stamped SELECT '2026-01-01 00:00:00.5+00'::timestamptz + i * interval '1 hour',
+                           i * 1.50 FROM generate_series(1, 13) i;
 CREATE TABLE nokey (v integer);
 INSERT INTO nokey SELECT i % 3 FROM generate_series(1, 11) i;
 CREATE VIEW v AS SELECT id, a, b FROM t;
@@ -96,7 +103,7 @@ def _same(conn: Any, q: query.RowsQuery) -> tuple[str, int, list[str] | None]:
     return probed
 
 
-ORDERS = [None, "a.desc", "a.nullsfirst", "a.desc.nullslast,b", "b.desc", "doc->>s",
+ORDERS = [None, "id.desc", "a.desc", "a.nullsfirst", "a.desc.nullslast,b", "b.desc", "doc->>s",
           "doc->k.desc", "blob"]
 
 
@@ -155,6 +162,37 @@ def test_composite_keys_no_key_and_no_rows_are_the_same_in_both_forms(
                 break
             after = key
         assert rows == 9, order
+
+
+@pytest.mark.parametrize(("table", "order"), [("coded", None), ("coded", "code.desc"),
+                                              ("stamped", None), ("stamped", "at.desc"),
+                                              ("empty_t", "id.desc")])
+def test_one_column_keys_of_other_types_are_the_same_in_both_forms(
+        conn: Any, cat: catalog.Catalog, table: str, order: str | None) -> None:
+    for limit in (1, 4, 13, 14):
+        after, rows = None, 0
+        while True:
+            q = _query(cat, table, order=order, limit=limit, after=after)
+            assert "LIMIT 2 OFFSET" not in query._probed_page_sql(q)[0].as_string(conn)
+            data, fetched, key = _same(conn, q)
+            rows += len(json.loads("[" + (data or "") + "]"))
+            if fetched <= limit:
+                break
+            after = key
+        assert rows == (0 if table == "empty_t" else 13), (table, order, limit)
+
+
+def test_the_probe_walks_the_rows_twice_only_without_a_one_column_key_in_the_page(
+        conn: Any, cat: catalog.Catalog) -> None:
+    def walks_twice(q: query.RowsQuery) -> bool:
+        return "LIMIT 2 OFFSET" in query._probed_page_sql(q)[0].as_string(conn)
+
+    assert not walks_twice(_query(cat, "t"))
+    assert not walks_twice(_query(cat, "t", order="id.desc", after=["7"]))
+    assert walks_twice(_query(cat, "t", select="b,a"))  # the key is not among the columns
+    assert walks_twice(_query(cat, "pair"))  # a two-column key
+    assert walks_twice(_query(cat, "t", order="a"))  # a, then id: two columns
+    assert walks_twice(_query(cat, "t", offset=3))
 
 
 def test_a_column_list_and_bytea_are_the_same_in_both_forms(conn: Any,
