@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench import report
-from bench.load import Measure, parse_pgbench, parse_wrk
+from bench.load import Measure, parse_mix, parse_pgbench, parse_wrk
 from bench.variants import RATIOS, VARIANTS
 from swagger_server.config import PROJECT_ROOT
 
@@ -107,3 +107,13 @@ def test_pgbench_report_of_no_transaction_is_a_zero_rate_not_a_crash() -> None:
     out = ("number of transactions actually processed: 0\n"
            "number of failed transactions: 0 (NaN%)\n")
     assert parse_pgbench(out, []) == Measure(0.0, 0.0, 0.0, 0)
+
+
+def test_one_run_of_two_statements_gives_each_its_rate_from_its_own_latencies() -> None:
+    out = ("number of transactions actually processed: 300\nnumber of failed transactions: 1 "
+           "(0.3%)\ntps = 100.0 (without initial connection time)\n")
+    latencies = {0: [2000.0] * 100, 1: [4000.0] * 200}  # script 0: 2 ms each, script 1: 4 ms
+    got = parse_mix(out, latencies, ["generated", "json_agg"], clients=4)
+    assert got["generated"] == Measure(2000.0, 2.0, 2.0, 1)  # 4 clients / 2 ms
+    assert got["json_agg"] == Measure(1000.0, 4.0, 4.0, 1)
+    assert parse_mix(out, {0: [1000.0]}, ["a", "b"], clients=1)["b"].rate == 0.0
