@@ -46,6 +46,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("no_db_spec", "no database: an operation in the spec, like GET /", "service",
             "/bench/no-db-spec"),
     Variant("no_db", "no database: a Flask view outside the spec", "service", "/bench/no-db"),
+    Variant("floor_page", "floor: the page's statement and body in a bare Flask view", "service",
+            "/bench/floor-page", rows=PAGE),
+    Variant("floor_root", "floor: select 1 in a bare Flask view", "service", "/bench/floor-root"),
     Variant("live", "GET /health/live (on the event loop, before Flask)", "service",
             "/health/live"),
     Variant("connect", "GET /, new connection per request", "connect", "/"),
@@ -90,6 +93,13 @@ RATIOS: tuple[Ratio, ...] = (
     Ratio("GET / / no-database operation in the spec (req/s)", "root", "no_db_spec", ">= 0.85",
           minimum=0.85),
     Ratio("GET / / no-database Flask view outside the spec (req/s)", "root", "no_db"),
+    # The floors (bench/variants_wsgi.py): the most this stack allows, with none of the
+    # service's own work. What the goals above can reach at most.
+    Ratio("floor: the page in a bare Flask view / plain json_agg (rows/s)", "floor_page",
+          "rows_json_agg"),
+    Ratio("rows page: API / its floor (rows/s)", "rows_api", "floor_page"),
+    Ratio("floor: select 1 in a bare Flask view / no-database Flask view (req/s)", "floor_root",
+          "no_db"),
     Ratio("GET /: our pool / seed's pool", "root", "seed"),
     Ratio("GET /: our pool / new connection per request", "root", "connect"),
     Ratio("GET /: our pool / psycopg_pool", "root", "psycopg_pool"),

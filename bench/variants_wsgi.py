@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import psycopg2.extensions
 import yaml
 from flask import Response, jsonify
 from psycopg2.pool import ThreadedConnectionPool
@@ -36,6 +37,8 @@ from swagger_server.config import Settings, load_settings
 
 NO_DB_PATH = "/bench/no-db"
 NO_DB_SPEC_PATH = "/bench/no-db-spec"
+FLOOR_PAGE_PATH = "/bench/floor-page"
+FLOOR_ROOT_PATH = "/bench/floor-root"
 
 
 class _Seed:
@@ -155,6 +158,36 @@ def no_db() -> Response:
     return jsonify(status="ok")
 
 
+# The floors: what this stack does at its least for a rows page and for GET /. A Flask view
+# outside the spec (no Connexion operation: routing, security, validation), the same pool and
+# get_db(), the service's own statement for the benchmark's page and its body, and nothing
+# else: no query parsing, catalog, cursor, Link, metrics of the page. The service's routes are
+# measured against them (bench/variants.py RATIOS).
+_page_statement: bytes | None = None
+
+
+def floor_page() -> Response:
+    global _page_statement
+    if _page_statement is None:
+        from bench.statements import generated
+        from bench.variants import PAGE, TABLE
+        _page_statement = generated(config.process_settings().database.dsn, TABLE,
+                                    PAGE).encode()
+    with db.get_db().cursor() as cur:
+        psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cur)
+        cur.execute_alone(_page_statement)
+        rows = cur.fetchone()[0] or b""
+    return Response(b"".join((b'{"data":[', rows, b'],"next_cursor":null}')),
+                    mimetype="application/json")
+
+
+def floor_root() -> Response:
+    with db.get_db().cursor() as cur:
+        cur.execute_alone("SELECT 1")
+        rows = cur.fetchall()
+    return jsonify(rows)
+
+
 _variant = os.environ.get("BENCH_POOL", "ours")
 if _variant != "ours":
     if _variant not in POOLS:
@@ -184,3 +217,5 @@ application = create_app(config.process_settings(), spec_dir=_spec_with_referenc
 
 # Not in the spec: Connexion passes the request on to Flask, unvalidated, like any unknown path.
 application.add_url_rule(NO_DB_PATH, "bench_no_db", no_db)
+application.add_url_rule(FLOOR_PAGE_PATH, "bench_floor_page", floor_page)
+application.add_url_rule(FLOOR_ROOT_PATH, "bench_floor_root", floor_root)
