@@ -135,7 +135,9 @@ def on_exit(server):
 
 
 def post_fork(server, worker):
-    allocator.keep_large_buffers()  # a page's buffers reused, not mapped afresh per request
+    # A page's buffers reused, not mapped afresh per request (an operator's MALLOC_* win).
+    kept = allocator.keep_large_buffers()
+    server.log.debug("worker %s: malloc thresholds %s", worker.pid, "set" if kept else "left")
     metrics.watch_pool(db.init_pool(process_settings()))  # the master's settings, inherited
     schema_reload.start_listener(process_settings())  # NOTIFY <RELOAD_CHANNEL>, 'reload schema'
 

@@ -3,10 +3,14 @@ not mapped afresh and zeroed by the kernel on every request; an operator's setti
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
+from swagger_server.config import PROJECT_ROOT
 from swagger_server.ops import allocator
 from tests.pg import TestDatabase, seeded_database
 from tests.server import GunicornServer, http_get
@@ -68,9 +72,18 @@ def test_the_operators_malloc_settings_win(dsn: str, tmp_path_factory: pytest.Te
 
 
 def test_nothing_is_changed_when_the_operator_tunes_malloc() -> None:
-    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
-        assert allocator.keep_large_buffers({name: "1"}) is False
+    for environ in ({"MALLOC_MMAP_THRESHOLD_": "1"}, {"MALLOC_TRIM_THRESHOLD_": "1"},
+                    {"MALLOC_TOP_PAD_": "1"}, {"MALLOC_MMAP_MAX_": "0"},
+                    {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=1"}):
+        assert allocator.keep_large_buffers(environ) is False, environ
 
 
-def test_the_thresholds_are_set_on_glibc() -> None:
-    assert allocator.keep_large_buffers({}) is True
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or sys.maxsize <= 2**32,
+                    reason="the thresholds are glibc's, and 4 MiB needs a 64-bit build")
+def test_the_thresholds_are_set_on_glibc_also_beside_other_tunables() -> None:
+    # In a process of its own: the test run's malloc stays as it was.
+    code = ("from swagger_server.ops import allocator; "
+            "print(allocator.keep_large_buffers({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=PROJECT_ROOT, timeout=60, check=True)
+    assert done.stdout.strip() == "True"

@@ -56,6 +56,9 @@ class Column:
     nullable: bool
     base_type: str  # pg_type.typname of the type, domains resolved, e.g. "int4", "_text"
     is_array: bool
+    # The base type is PostgreSQL's own (pg_catalog): a type of another schema may share its
+    # name ("public.int4") without its functions or operators.
+    builtin: bool = True
 
     @property
     def is_bytea(self) -> bool:
@@ -301,7 +304,13 @@ SELECT n.nspname, c.relname, c.relkind, c.oid::int8,
         JOIN pg_type t ON t.oid = a.atttypid
         JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS base_types
+          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS base_types,
+       (SELECT array_agg(b.typnamespace = 'pg_catalog'::regnamespace ORDER BY a.attnum)
+        FROM pg_attribute a
+        JOIN pg_type t ON t.oid = a.atttypid
+        JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS base_builtins
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = ANY(%s)
@@ -350,17 +359,17 @@ def load(conn: Connection, api: ApiSettings) -> Catalog:
     _warn_unmatched(api, [(row[0], row[1]) for row in rows])
     relations = []
     for (schema, name, relkind, oid, plain_storage, estimate, pk, names, types, displays,
-         nullables, bases) in rows:
+         nullables, bases, builtins) in rows:
         if not _matches(api.tables, schema, name) or _matches(api.exclude, schema, name):
             continue
         columns = tuple(
             Column(
                 name=n, type=t, display_type=d, nullable=bool(nl), base_type=b,
-                is_array=b.startswith("_"),
+                is_array=b.startswith("_"), builtin=bool(bi),
             )
-            for n, t, d, nl, b in zip(
+            for n, t, d, nl, b, bi in zip(
                 names or [], types or [], displays or [], nullables or [], bases or [],
-                strict=True,
+                builtins or [], strict=True,
             )
         )
         relations.append(Relation(

@@ -429,9 +429,9 @@ def page_sql(q: RowsQuery) -> tuple[sql.Composable, dict[str, Any]]:
 
     "Rows fetched" is ``limit + 1`` when a next page exists, else the page's rows; the key is
     that of row ``limit`` (read only when there is a next page and the order is unique; may be
-    empty or NULL otherwise). A plain page of a table in its primary key's order walks its rows
-    twice (:func:`_probed_page_sql`, see :func:`_probe_pays`); any other page numbers them once
-    (:func:`_windowed_page_sql`).
+    empty or NULL otherwise). A plain page of a table in its primary key's order reads its rows
+    and probes the key (:func:`_probed_page_sql`, see :func:`_probe_pays`); any other page
+    numbers its rows once (:func:`_windowed_page_sql`).
     """
     if _probe_pays(q):
         return _probed_page_sql(q)
@@ -463,7 +463,8 @@ def _single_key(q: RowsQuery) -> Column | None:
     if not q.unique or q.offset or len(q.order) != 1 or q.order[0].path:
         return None
     column = q.order[0].column
-    if column.base_type not in _MAX_KEY_TYPES or column.is_array or column not in q.columns:
+    if (column.base_type not in _MAX_KEY_TYPES or not column.builtin or column.is_array
+            or column not in q.columns):
         return None
     return column
 
