@@ -18,6 +18,7 @@ from psycopg2 import sql
 
 from swagger_server.data import embed, query
 from swagger_server.data.query import QueryError, RowsQuery
+from swagger_server.data.sqltext import ident
 
 _DIRECTIONS = {"asc": " ASC", "desc": " DESC"}
 
@@ -47,7 +48,7 @@ def order_sql(shape: embed.Shape, text: str | None) -> sql.Composable:
     if not terms:
         return sql.SQL("")
     return sql.SQL(" ORDER BY ") + sql.SQL(", ").join(
-        sql.SQL("{}{}").format(sql.Identifier(n), sql.SQL(_DIRECTIONS[d])) for n, d in terms)
+        sql.SQL("{}{}").format(ident(n), sql.SQL(_DIRECTIONS[d])) for n, d in terms)
 
 
 def _grouped(q: RowsQuery, params: query._Params, limit: int | None,
@@ -114,5 +115,5 @@ def csv_sql(q: RowsQuery, limit: int) -> tuple[sql.Composable, dict[str, Any]]:
 def _csv_cell(item: embed.Field | embed.Embed) -> sql.Composable:
     """The field's JSON rendering as text (ISO dates, numbers as PostgreSQL writes them),
     quoted; NULL is an empty cell."""
-    text = sql.SQL("(to_json(x.{}) #>> '{{}}')").format(sql.Identifier(item.name))
+    text = sql.SQL("(to_json(x.{}) #>> '{{}}')").format(ident(item.name))
     return sql.SQL("""coalesce('"' || replace({}, '"', '""') || '"', '')""").format(text)

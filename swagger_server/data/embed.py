@@ -35,6 +35,7 @@ from swagger_server.data import filters, query
 from swagger_server.data.catalog import Catalog, Column, Relation, Relationship
 from swagger_server.data.filters import GROUP_OPS, Group
 from swagger_server.data.query import Filter, OrderTerm, QueryError
+from swagger_server.data.sqltext import ident
 
 JSON_TYPES = ("json", "jsonb")
 MAX_PATH_KEYS = 16
@@ -581,7 +582,7 @@ def select_list(items: Sequence[Field | Embed], alias: str, params: query._Param
     if not items:
         return sql.SQL("")
     return sql.SQL(", ").join(
-        sql.SQL("{} AS {}").format(value_sql(i, alias, params, depth), sql.Identifier(i.name))
+        sql.SQL("{} AS {}").format(value_sql(i, alias, params, depth), ident(i.name))
         for i in items)
 
 
@@ -593,8 +594,8 @@ def value_sql(item: Field | Embed, alias: str, params: query._Params,
         return sql.SQL("count(*)")
     if item.aggregate is not None:  # of the column itself (bytea has no sum; min of text is)
         return sql.SQL("{}({})").format(sql.SQL(item.aggregate),
-                                        sql.SQL("{}.{}").format(sql.Identifier(alias),
-                                                                sql.Identifier(item.column.name)))
+                                        sql.SQL("{}.{}").format(ident(alias),
+                                                                ident(item.column.name)))
     value = query.json_value(item.column, alias)
     for arrow, key in item.path:
         value = sql.SQL("({} {} {})").format(value, sql.SQL(arrow), params.add(key))
@@ -621,26 +622,26 @@ def _capture(embed: Embed, parent: str, depth: int) -> tuple[sql.Composable, str
     the child's alias ``r``."""
     name = f"e{depth}"
     columns = sql.SQL(", ").join(
-        sql.SQL("{}.{} AS {}").format(sql.Identifier(parent), sql.Identifier(c),
-                                      sql.Identifier(f"k{i}"))
+        sql.SQL("{}.{} AS {}").format(ident(parent), ident(c),
+                                      ident(f"k{i}"))
         for i, c in enumerate(embed.relationship.source_columns))
-    return sql.SQL("(SELECT {}) {}").format(columns, sql.Identifier(name)), name
+    return sql.SQL("(SELECT {}) {}").format(columns, ident(name)), name
 
 
 def _join(embed: Embed, captured: str) -> sql.Composable:
     rel = embed.relationship
     if rel.junction is None:
         return sql.SQL(" AND ").join(
-            sql.SQL("r.{} = {}.{}").format(sql.Identifier(t), sql.Identifier(captured),
-                                           sql.Identifier(f"k{i}"))
+            sql.SQL("r.{} = {}.{}").format(ident(t), ident(captured),
+                                           ident(f"k{i}"))
             for i, t in enumerate(rel.target_columns))
-    on_target = [sql.SQL("j.{} = r.{}").format(sql.Identifier(j), sql.Identifier(t))
+    on_target = [sql.SQL("j.{} = r.{}").format(ident(j), ident(t))
                  for j, t in zip(rel.junction_target, rel.target_columns, strict=True)]
-    on_source = [sql.SQL("j.{} = {}.{}").format(sql.Identifier(j), sql.Identifier(captured),
-                                                sql.Identifier(f"k{i}"))
+    on_source = [sql.SQL("j.{} = {}.{}").format(ident(j), ident(captured),
+                                                ident(f"k{i}"))
                  for i, j in enumerate(rel.junction_source)]
     return sql.SQL("EXISTS (SELECT FROM {}.{} j WHERE {})").format(
-        sql.Identifier(rel.junction[0]), sql.Identifier(rel.junction[1]),
+        ident(rel.junction[0]), ident(rel.junction[1]),
         sql.SQL(" AND ").join(on_target + on_source))
 
 
@@ -663,7 +664,7 @@ def _embed_sql(embed: Embed, parent: str, params: query._Params,
     rows = sql.SQL(
         "SELECT row_to_json(o.*) AS j FROM {}.{} r CROSS JOIN LATERAL (SELECT {}) o WHERE {}{}{}"
     ).format(
-        sql.Identifier(embed.relation.schema), sql.Identifier(embed.relation.name), obj,
+        ident(embed.relation.schema), ident(embed.relation.name), obj,
         _conditions(embed, captured, params, depth), query._order_by(embed.order, params),
         sql.SQL(" LIMIT {}").format(params.add(1 if embed.to_one else embed.limit))
         if embed.to_one or embed.limit is not None else sql.SQL(""))
@@ -692,11 +693,11 @@ def _aggregated_embed_sql(embed: Embed, captured_sql: sql.Composable, captured: 
     order = embed.aggregate_order or sql.SQL("")
     if grouped and embed.aggregate_order is None:
         order = sql.SQL(" ORDER BY ") + sql.SQL(", ").join(
-            sql.Identifier(i.name) for i in grouped)
+            ident(i.name) for i in grouped)
     limit = sql.SQL(" LIMIT {}").format(params.add(embed.limit)) if embed.limit is not None \
         else sql.SQL("")  # groups, at most MAX_EMBED_ROWS (or limit.<embed>) of them
     rows = sql.SQL("SELECT {} FROM {}.{} r WHERE {}{}{}{}").format(
-        obj, sql.Identifier(embed.relation.schema), sql.Identifier(embed.relation.name),
+        obj, ident(embed.relation.schema), ident(embed.relation.name),
         _conditions(embed, captured, params, depth), group_by(embed.items, "r", params), order,
         limit)
     return sql.SQL("(SELECT coalesce(json_agg(row_to_json(g.*)), '[]'::json) FROM {} "
@@ -712,8 +713,8 @@ def inner_conditions(items: Sequence[Field | Embed], parent: str, params: query.
             captured_sql, captured = _capture(embed, parent, depth + 1)
             found.append(sql.SQL(
                 "EXISTS (SELECT FROM {} CROSS JOIN LATERAL (SELECT FROM {}.{} r WHERE {}) s)"
-            ).format(captured_sql, sql.Identifier(embed.relation.schema),
-                     sql.Identifier(embed.relation.name),
+            ).format(captured_sql, ident(embed.relation.schema),
+                     ident(embed.relation.name),
                      _conditions(embed, captured, params, depth + 1)))
     return found
 

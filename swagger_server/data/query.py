@@ -3,11 +3,12 @@
 Parsing turns ``select``, ``filter``, ``order`` and a cursor into :class:`RowsQuery`, naming
 columns only as catalog :class:`~swagger_server.data.catalog.Column` objects; anything else is a
 :class:`QueryError` (a 400). Building names columns and relations by their quoted names from the
-catalog (quoted once per catalog object, exactly as :class:`psycopg2.sql.Identifier` quotes:
-:mod:`swagger_server.data.sqltext`), writes types as the catalog spells them, and passes every
-value as a bound parameter cast with ``CAST(%(pN)s AS <type>)`` so that PostgreSQL converts (and
-rejects) values by the column's type. Statements are text joined once (filters and embeds stay
-:mod:`psycopg2.sql` Composables), so rendering one on ``execute`` costs a string join.
+catalog (quoted once per catalog object, as :class:`psycopg2.sql.Identifier` quotes, ``%``
+doubled: :mod:`swagger_server.data.sqltext`), writes types as the catalog spells them, and
+passes every value as a bound parameter cast with ``CAST(%(pN)s AS <type>)`` so that
+PostgreSQL converts (and rejects) values by the column's type. Statements are text joined once
+(filters and embeds stay :mod:`psycopg2.sql` Composables), so rendering one on ``execute``
+costs a string join.
 The filter grammar (``filter``, ``or``/``and`` groups, JSON paths) and its SQL live in
 :mod:`swagger_server.data.filters`; its entry points are re-exported here.
 

@@ -9,7 +9,11 @@ embeds); :func:`compose` joins each run of text into one ``sql.SQL``, so renderi
 string join.
 
 Identifiers are quoted as libpq's ``PQescapeIdentifier`` (what ``sql.Identifier`` calls) does:
-in double quotes, each ``"`` doubled; no other character is special in a quoted identifier.
+in double quotes, each ``"`` doubled; and each ``%`` doubled, because every data API statement
+runs with bound parameters (a dict, empty or not) and psycopg2 then reads ``%`` as the start of
+a placeholder: ``%%`` is its one ``%`` (``sql.Identifier`` leaves ``%`` alone, so a column
+named ``a%b`` made every statement naming it fail). Statements built here must be run with
+parameters; :func:`ident` stands in for ``sql.Identifier`` in them.
 They come only from the catalog (:class:`~swagger_server.data.catalog.Column` and
 :class:`~swagger_server.data.catalog.Relation` keep their quoted form); values only as bound
 parameters.
@@ -26,8 +30,14 @@ Piece = str | sql.Composable
 
 
 def quote_ident(name: str) -> str:
-    """``name`` as a quoted SQL identifier: ``"`` around it, any ``"`` inside doubled."""
-    return '"' + name.replace('"', '""') + '"'
+    """``name`` as a quoted SQL identifier for a statement run with bound parameters: ``"``
+    around it, any ``"`` inside doubled, any ``%`` doubled (psycopg2 reads ``%%`` as ``%``)."""
+    return '"' + name.replace('"', '""').replace("%", "%%") + '"'
+
+
+def ident(name: str) -> sql.SQL:
+    """:func:`quote_ident` as a Composable, for ``sql.SQL(...).format(...)``."""
+    return sql.SQL(quote_ident(name))
 
 
 def compose(pieces: Iterable[Piece]) -> sql.Composable:
