@@ -379,8 +379,10 @@ def leaves(conditions: tuple[Condition, ...] | list[Condition],
 
 
 def _cast(params: Params, value: Any, type_name: str) -> sql.Composable:
-    """A bound value cast to a type named by the catalog (or one of our constants)."""
-    return sql.Composed([sql.SQL("CAST("), params.add(value), sql.SQL(f" AS {type_name})")])
+    """A bound value cast to a type named by the catalog (or one of our constants); a ``%`` in
+    the type's name doubled, as in identifiers (sqltext.quote_ident)."""
+    return sql.Composed([sql.SQL("CAST("), params.add(value),
+                         sql.SQL(" AS " + type_name.replace("%", "%%") + ")")])
 
 
 def filter_sql(f: Condition, params: Params, alias: str | None = "r") -> sql.Composable:

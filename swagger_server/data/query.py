@@ -258,8 +258,9 @@ class _Params:
         return name
 
     def cast_text(self, value: str | None, type_: str) -> str:
-        """The value bound, cast to ``type_`` (as the catalog spells it)."""
-        return f"CAST({self.slot(value)} AS {type_})"
+        """The value bound, cast to ``type_`` (as the catalog spells it; a ``%`` in it doubled,
+        as in identifiers: sqltext.quote_ident)."""
+        return f"CAST({self.slot(value)} AS {type_.replace('%', '%%')})"
 
 
 def _relation(relation: Relation) -> sql.Composable:
