@@ -50,6 +50,10 @@ INSERT INTO typed SELECT i, (ARRAY['x', 'y'])[1 + i % 2]::"mo%od",
                          (ARRAY['p', 'q'])[1 + i % 2]::"s%ch".feel FROM generate_series(1, 5) i;
 CREATE TABLE moody (id "mo%od" PRIMARY KEY, v text);
 INSERT INTO moody VALUES ('x', 'one'), ('y', 'two');
+-- A domain with a collation of its own, under a column with another; a column with one.
+CREATE DOMAIN ctext AS text COLLATE "C";
+CREATE TABLE collated (code ctext COLLATE "POSIX" PRIMARY KEY, name text COLLATE "C");
+INSERT INTO collated SELECT chr(96 + i) || i, 'N' || chr(96 + i) FROM generate_series(1, 9) i;
 CREATE TABLE blobs_a (id integer PRIMARY KEY, v bytea);
 CREATE TABLE blobs_b (id integer PRIMARY KEY, v text);
 CREATE TABLE swapped (id integer PRIMARY KEY, v text);
@@ -247,6 +251,29 @@ def test_type_names_with_percent_signs_cast_values(client: TestClient) -> None:
     bad = client.get("/tables/typed/rows", params={"filter": "m.eq.zzz"})
     assert bad.status_code == 400, bad.text
     assert bad.json()["column"] == "m"
+
+
+def test_values_compared_with_a_collated_column_take_its_collation(client: TestClient) -> None:
+    """A value cast to a domain with a collation of its own ("C") compared with a column of
+    another ("POSIX") was an error PostgreSQL raises ("could not determine which collation"):
+    a 500 for cursors, filters and a row by key. The value now takes the column's collation."""
+    def rows(**params: str) -> Any:
+        r = client.get("/tables/collated/rows", params=params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    codes, params = [], {"limit": "4", "order": "code.desc"}
+    while True:
+        body = rows(**params)
+        codes += [r["code"] for r in body["data"]]
+        if body["next_cursor"] is None:
+            break
+        params["cursor"] = body["next_cursor"]
+    assert codes == [chr(96 + i) + str(i) for i in range(9, 0, -1)]
+    assert [r["code"] for r in rows(filter="code.gt.g7")["data"]] == ["h8", "i9"]
+    assert [r["code"] for r in rows(filter="code.in.(a1,c3)")["data"]] == ["a1", "c3"]
+    assert [r["code"] for r in rows(filter="name.lt.Nc")["data"]] == ["a1", "b2"]
+    assert client.get("/tables/collated/rows/e5").json() == {"code": "e5", "name": "Ne"}
 
 
 # ------------------------------------------------------------------ caches keyed right

@@ -59,6 +59,10 @@ class Column:
     # The base type is PostgreSQL's own (pg_catalog): a type of another schema may share its
     # name ("public.int4") without its functions or operators.
     builtin: bool = True
+    # ' COLLATE "schema"."name"' when the column's collation is not its type's (a domain with a
+    # collation of its own under a column with another): a value cast to the type would bring
+    # the type's collation, and comparing it with the column's is an error. "" otherwise.
+    collate: str = ""
 
     @property
     def is_bytea(self) -> bool:
@@ -310,7 +314,16 @@ SELECT n.nspname, c.relname, c.relkind, c.oid::int8,
         JOIN pg_type t ON t.oid = a.atttypid
         JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS base_builtins
+          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS base_builtins,
+       (SELECT array_agg(CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0
+                              THEN quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+                         END ORDER BY a.attnum)
+        FROM pg_attribute a
+        JOIN pg_type t ON t.oid = a.atttypid
+        LEFT JOIN pg_collation co ON co.oid = a.attcollation
+        LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS collations
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = ANY(%s)
@@ -359,17 +372,19 @@ def load(conn: Connection, api: ApiSettings) -> Catalog:
     _warn_unmatched(api, [(row[0], row[1]) for row in rows])
     relations = []
     for (schema, name, relkind, oid, plain_storage, estimate, pk, names, types, displays,
-         nullables, bases, builtins) in rows:
+         nullables, bases, builtins, collations) in rows:
         if not _matches(api.tables, schema, name) or _matches(api.exclude, schema, name):
             continue
         columns = tuple(
             Column(
                 name=n, type=t, display_type=d, nullable=bool(nl), base_type=b,
                 is_array=b.startswith("_"), builtin=bool(bi),
+                # doubled % as in every identifier here (sqltext.quote_ident)
+                collate=" COLLATE " + co.replace("%", "%%") if co else "",
             )
-            for n, t, d, nl, b, bi in zip(
+            for n, t, d, nl, b, bi, co in zip(
                 names or [], types or [], displays or [], nullables or [], bases or [],
-                builtins or [], strict=True,
+                builtins or [], collations or [], strict=True,
             )
         )
         relations.append(Relation(

@@ -378,11 +378,12 @@ def leaves(conditions: tuple[Condition, ...] | list[Condition],
 # ------------------------------------------------------------------ SQL
 
 
-def _cast(params: Params, value: Any, type_name: str) -> sql.Composable:
+def _cast(params: Params, value: Any, type_name: str, collate: str = "") -> sql.Composable:
     """A bound value cast to a type named by the catalog (or one of our constants); a ``%`` in
-    the type's name doubled, as in identifiers (sqltext.quote_ident)."""
+    the type's name doubled, as in identifiers (sqltext.quote_ident); ``collate``: the
+    column's COLLATE clause (catalog.Column.collate)."""
     return sql.Composed([sql.SQL("CAST("), params.add(value),
-                         sql.SQL(" AS " + type_name.replace("%", "%%") + ")")])
+                         sql.SQL(" AS " + type_name.replace("%", "%%") + ")" + collate)])
 
 
 def filter_sql(f: Condition, params: Params, alias: str | None = "r") -> sql.Composable:
@@ -399,14 +400,16 @@ def filter_sql(f: Condition, params: Params, alias: str | None = "r") -> sql.Com
 def _condition_sql(f: Filter, params: Params, alias: str | None) -> sql.Composable:
     target = target_sql(f.column, f.path, params, alias)
     kind = path_type(f.path, f.column)
+    collate = "" if f.path else f.column.collate
     if f.op in _COMPARISONS:  # the common filter: composed without a template to parse
         return sql.Composed([target, sql.SQL(f" {_COMPARISONS[f.op]} "),
-                             _cast(params, f.values[0], kind)])
+                             _cast(params, f.values[0], kind, collate)])
     if f.op == "isdistinct":
-        return sql.SQL("{} IS DISTINCT FROM {}").format(target, _cast(params, f.values[0], kind))
+        return sql.SQL("{} IS DISTINCT FROM {}").format(
+            target, _cast(params, f.values[0], kind, collate))
     if f.op in _CONTAINMENT:
         return sql.SQL("{} {} {}").format(target, sql.SQL(_CONTAINMENT[f.op]),
-                                          _cast(params, f.values[0], kind))
+                                          _cast(params, f.values[0], kind, collate))
     if f.op in ("like", "ilike"):
         return sql.SQL("({})::text {} {}").format(
             target, sql.SQL(f.op.upper()), params.add(f.values[0]))
@@ -414,7 +417,7 @@ def _condition_sql(f: Filter, params: Params, alias: str | None) -> sql.Composab
         if not f.values:
             return sql.SQL("false")
         return sql.SQL("{} IN ({})").format(
-            target, sql.SQL(", ").join(_cast(params, v, kind) for v in f.values))
+            target, sql.SQL(", ").join(_cast(params, v, kind, collate) for v in f.values))
     if f.op in _TEXT_SEARCH:
         return _text_search_sql(f, target, params)
     return sql.SQL("{} {}").format(target, sql.SQL(_IS_VALUES[f.values[0]]))

@@ -81,6 +81,11 @@ class OrderTerm:
         return filters.path_type(self.path, self.column)
 
     @property
+    def collate(self) -> str:
+        """The column's COLLATE clause for a value compared with it (none for a JSON path)."""
+        return "" if self.path else self.column.collate
+
+    @property
     def nullable(self) -> bool:
         return self.column.nullable or bool(self.path)  # a path may lead nowhere: NULL
 
@@ -257,10 +262,10 @@ class _Params:
         self.values[name] = value
         return name
 
-    def cast_text(self, value: str | None, type_: str) -> str:
+    def cast_text(self, value: str | None, type_: str, collate: str = "") -> str:
         """The value bound, cast to ``type_`` (as the catalog spells it; a ``%`` in it doubled,
-        as in identifiers: sqltext.quote_ident)."""
-        return f"CAST({self.slot(value)} AS {type_.replace('%', '%%')})"
+        as in identifiers: sqltext.quote_ident), with the column's ``collate`` clause."""
+        return f"CAST({self.slot(value)} AS {type_.replace('%', '%%')}){collate}"
 
 
 def _relation(relation: Relation) -> sql.Composable:
@@ -281,7 +286,7 @@ def _expr(term: OrderTerm, params: _Params, alias: str = "r") -> Piece:
 
 def _cast(term: OrderTerm, value: str | None, params: _Params) -> str:
     """A cursor value as this term's type."""
-    return params.cast_text(value, term.type)
+    return params.cast_text(value, term.type, term.collate)
 
 
 def _after_term(term: OrderTerm, value: str | None, params: _Params) -> list[Piece] | None:
@@ -660,7 +665,8 @@ def row_sql(relation: Relation, columns: Sequence[Column],
     if shape is not None:
         columns = shape.columns()
     conditions: list[list[Piece]] = [
-        ['"r".' + quote_ident(name) + " = " + params.cast_text(value, relation.by_name[name].type)]
+        ['"r".' + quote_ident(name) + " = " + params.cast_text(
+            value, relation.by_name[name].type, relation.by_name[name].collate)]
         for name, value in zip(relation.primary_key, key, strict=True)]
     if shape is not None:  # !inner embeds: the row only when they have a row
         conditions += [[c] for c in shape.where_sql("r", params)]
