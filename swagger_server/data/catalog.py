@@ -290,42 +290,32 @@ SELECT n.nspname, c.relname, c.relkind, c.oid::int8,
                  SELECT 1 FROM unnest(p.conkey) AS u(attnum)
                  WHERE NOT has_column_privilege(c.oid, u.attnum, 'SELECT'))
        ), '{}') AS pk,
-       (SELECT array_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS names,
-       (SELECT array_agg(format_type(a.atttypid, -1) ORDER BY a.attnum) FROM pg_attribute a
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS types,
-       (SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum)
-        FROM pg_attribute a
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS display_types,
-       (SELECT array_agg(NOT a.attnotnull ORDER BY a.attnum) FROM pg_attribute a
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS nullables,
-       (SELECT array_agg(b.typname::text ORDER BY a.attnum)
-        FROM pg_attribute a
-        JOIN pg_type t ON t.oid = a.atttypid
-        JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS base_types,
-       (SELECT array_agg(b.typnamespace = 'pg_catalog'::regnamespace ORDER BY a.attnum)
-        FROM pg_attribute a
-        JOIN pg_type t ON t.oid = a.atttypid
-        JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS base_builtins,
-       (SELECT array_agg(CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0
-                              THEN quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
-                         END ORDER BY a.attnum)
-        FROM pg_attribute a
-        JOIN pg_type t ON t.oid = a.atttypid
-        LEFT JOIN pg_collation co ON co.oid = a.attcollation
-        LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-          AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS collations
+       cols.names, cols.types, cols.display_types, cols.nullables, cols.base_types,
+       cols.base_builtins, cols.collations
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
+-- The readable columns, in order, read once: one array each (NULL when there is none).
+CROSS JOIN LATERAL (
+    SELECT array_agg(a.attname ORDER BY a.attnum) AS names,
+           array_agg(format_type(a.atttypid, -1) ORDER BY a.attnum) AS types,
+           array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) AS display_types,
+           array_agg(NOT a.attnotnull ORDER BY a.attnum) AS nullables,
+           -- the type's, domains resolved
+           array_agg(b.typname::text ORDER BY a.attnum) AS base_types,
+           array_agg(b.typnamespace = 'pg_catalog'::regnamespace ORDER BY a.attnum)
+               AS base_builtins,
+           -- the column's collation where it is not its type's
+           array_agg(CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0
+                          THEN quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+                     END ORDER BY a.attnum) AS collations
+    FROM pg_attribute a
+    JOIN pg_type t ON t.oid = a.atttypid
+    JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+    LEFT JOIN pg_collation co ON co.oid = a.attcollation
+    LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+      AND has_column_privilege(c.oid, a.attnum, 'SELECT')
+) cols
 WHERE n.nspname = ANY(%s)
   AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
   AND NOT c.relispartition
