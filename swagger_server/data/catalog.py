@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from swagger_server.config import ApiSettings
-from swagger_server.data.sqltext import quote_ident
+from swagger_server.data.sqltext import no_placeholder, quote_ident
 from swagger_server.db.pool import Connection
 from swagger_server.ops import metrics
 
@@ -369,8 +369,7 @@ def load(conn: Connection, api: ApiSettings) -> Catalog:
             Column(
                 name=n, type=t, display_type=d, nullable=bool(nl), base_type=b,
                 is_array=b.startswith("_"), builtin=bool(bi),
-                # doubled % as in every identifier here (sqltext.quote_ident)
-                collate=" COLLATE " + co.replace("%", "%%") if co else "",
+                collate=" COLLATE " + no_placeholder(co) if co else "",
             )
             for n, t, d, nl, b, bi, co in zip(
                 names or [], types or [], displays or [], nullables or [], bases or [],

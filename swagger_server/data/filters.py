@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from psycopg2 import sql
 
 from swagger_server.data.catalog import Column, Relation
-from swagger_server.data.sqltext import quote_ident
+from swagger_server.data.sqltext import no_placeholder, quote_ident
 from swagger_server.data.syntax import QueryError, check_text, column_of, split_list
 
 _COMPARISONS = {"eq": "=", "neq": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
@@ -104,6 +104,12 @@ def path_type(path: tuple[PathStep, ...], column: Column) -> str:
     if not path:
         return column.type
     return "text" if path[-1].arrow == "->>" else "jsonb"
+
+
+def path_collate(path: tuple[PathStep, ...], column: Column) -> str:
+    """The COLLATE clause a value compared with the target takes: the column's
+    (catalog.Column.collate), none after a JSON path."""
+    return "" if path else column.collate
 
 
 def path_column(column: Column, path: tuple[PathStep, ...]) -> Column:
@@ -379,11 +385,11 @@ def leaves(conditions: tuple[Condition, ...] | list[Condition],
 
 
 def _cast(params: Params, value: Any, type_name: str, collate: str = "") -> sql.Composable:
-    """A bound value cast to a type named by the catalog (or one of our constants); a ``%`` in
-    the type's name doubled, as in identifiers (sqltext.quote_ident); ``collate``: the
-    column's COLLATE clause (catalog.Column.collate)."""
+    """A bound value cast to a type named by the catalog (or one of our constants), ``%``
+    doubled (sqltext.no_placeholder); ``collate``: the column's COLLATE clause
+    (catalog.Column.collate)."""
     return sql.Composed([sql.SQL("CAST("), params.add(value),
-                         sql.SQL(" AS " + type_name.replace("%", "%%") + ")" + collate)])
+                         sql.SQL(" AS " + no_placeholder(type_name) + ")" + collate)])
 
 
 def filter_sql(f: Condition, params: Params, alias: str | None = "r") -> sql.Composable:
@@ -400,7 +406,7 @@ def filter_sql(f: Condition, params: Params, alias: str | None = "r") -> sql.Com
 def _condition_sql(f: Filter, params: Params, alias: str | None) -> sql.Composable:
     target = target_sql(f.column, f.path, params, alias)
     kind = path_type(f.path, f.column)
-    collate = "" if f.path else f.column.collate
+    collate = path_collate(f.path, f.column)
     if f.op in _COMPARISONS:  # the common filter: composed without a template to parse
         return sql.Composed([target, sql.SQL(f" {_COMPARISONS[f.op]} "),
                              _cast(params, f.values[0], kind, collate)])

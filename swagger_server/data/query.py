@@ -39,7 +39,7 @@ from swagger_server.data.filters import (  # noqa: F401 (the filter grammar's en
     parse_filter,
     parse_group,
 )
-from swagger_server.data.sqltext import Piece, compose, quote_ident
+from swagger_server.data.sqltext import Piece, compose, no_placeholder, quote_ident
 from swagger_server.data.syntax import (  # noqa: F401 (shared by the data API's modules)
     MAX_VALUE_CHARS,
     QueryError,
@@ -82,8 +82,8 @@ class OrderTerm:
 
     @property
     def collate(self) -> str:
-        """The column's COLLATE clause for a value compared with it (none for a JSON path)."""
-        return "" if self.path else self.column.collate
+        """The COLLATE clause for a value compared with the sorted value."""
+        return filters.path_collate(self.path, self.column)
 
     @property
     def nullable(self) -> bool:
@@ -263,9 +263,9 @@ class _Params:
         return name
 
     def cast_text(self, value: str | None, type_: str, collate: str = "") -> str:
-        """The value bound, cast to ``type_`` (as the catalog spells it; a ``%`` in it doubled,
-        as in identifiers: sqltext.quote_ident), with the column's ``collate`` clause."""
-        return f"CAST({self.slot(value)} AS {type_.replace('%', '%%')}){collate}"
+        """The value bound, cast to ``type_`` (as the catalog spells it, ``%`` doubled:
+        sqltext.no_placeholder), with the column's ``collate`` clause."""
+        return f"CAST({self.slot(value)} AS {no_placeholder(type_)}){collate}"
 
 
 def _relation(relation: Relation) -> sql.Composable:
@@ -664,10 +664,10 @@ def row_sql(relation: Relation, columns: Sequence[Column],
     params = _Params()
     if shape is not None:
         columns = shape.columns()
+    keys = [relation.by_name[name] for name in relation.primary_key]
     conditions: list[list[Piece]] = [
-        ['"r".' + quote_ident(name) + " = " + params.cast_text(
-            value, relation.by_name[name].type, relation.by_name[name].collate)]
-        for name, value in zip(relation.primary_key, key, strict=True)]
+        ['"r".' + c.quoted + " = " + params.cast_text(value, c.type, c.collate)]
+        for c, value in zip(keys, key, strict=True)]
     if shape is not None:  # !inner embeds: the row only when they have a row
         conditions += [[c] for c in shape.where_sql("r", params)]
     statement = compose([

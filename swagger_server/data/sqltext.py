@@ -29,10 +29,16 @@ from psycopg2 import sql
 Piece = str | sql.Composable
 
 
+def no_placeholder(text: str) -> str:
+    """Catalog text (a name, a type, a collation) for a statement run with bound parameters:
+    each ``%`` doubled, which psycopg2 reads back as one instead of a placeholder's start."""
+    return text.replace("%", "%%")
+
+
 def quote_ident(name: str) -> str:
     """``name`` as a quoted SQL identifier for a statement run with bound parameters: ``"``
-    around it, any ``"`` inside doubled, any ``%`` doubled (psycopg2 reads ``%%`` as ``%``)."""
-    return '"' + name.replace('"', '""').replace("%", "%%") + '"'
+    around it, any ``"`` inside doubled, any ``%`` doubled (:func:`no_placeholder`)."""
+    return no_placeholder('"' + name.replace('"', '""') + '"')
 
 
 def ident(name: str) -> sql.SQL:

@@ -23,7 +23,7 @@ from flask import has_request_context, request
 
 from swagger_server import errors
 from swagger_server.auth.request import current_role
-from swagger_server.data import embed, filters, query
+from swagger_server.data import embed, filters, query, sqltext
 from swagger_server.data.catalog import CACHE, Relation
 from swagger_server.db.pool import Connection
 from swagger_server.errors import ApiProblem
@@ -229,7 +229,7 @@ def _check(column: Any) -> str:
     The type's name comes from the catalog; a ``%`` in it is not a placeholder."""
     if filters.check_sql(column) is not None:
         return column.base_type + "(CAST(%s AS text))"
-    return "CAST(%s AS " + column.type.replace("%", "%%") + ")"
+    return "CAST(%s AS " + sqltext.no_placeholder(column.type) + ")"
 
 
 def pattern_problem(patterns: list[tuple[str, Any, str]]) -> ApiProblem | None:
